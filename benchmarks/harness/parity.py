@@ -1,0 +1,67 @@
+"""Parity: does a backend compute the op's function?  Errors are measured against a float64 NumPy
+reference computed from the very inputs the backend saw (rounded to the dtype first), so the error is the
+computation's, not the input rounding's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Relative L2 error a correct implementation stays under, by dtype.  float32 at 1e-4 leaves room for
+# blocked accumulation but not for TF32 (about 3e-4 on a matmul), so silent TF32 fails parity.
+TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
+
+
+class ParityError(AssertionError):
+    pass
+
+
+def quantize(array: np.ndarray, dtype: str) -> np.ndarray:
+    """``array`` rounded to ``dtype`` (round to nearest even) and returned as float64."""
+    if array.dtype.kind != "f":
+        return array
+    if dtype == "float32":
+        return array.astype(np.float32).astype(np.float64)
+    if dtype == "float16":
+        return array.astype(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+    raise ValueError(f"no rounding rule for dtype {dtype!r}")
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray, exact: bool = False) -> float:
+    """||actual - expected|| / ||expected|| for floats; the fraction of differing elements if ``exact``.
+
+    NaN or a shape mismatch is an infinite error: it never passes.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    if actual.shape != expected.shape:
+        return float("inf")
+    if exact:
+        return float(np.mean(actual != expected)) if expected.size else 0.0
+    actual64 = actual.astype(np.float64)
+    if not np.all(np.isfinite(actual64)):
+        return float("inf")
+    norm = float(np.linalg.norm(expected))
+    diff = float(np.linalg.norm(actual64 - expected))
+    return diff / norm if norm > 0 else diff
+
+
+def tolerance(dtype: str, factor: float = 1.0, exact: bool = False) -> float:
+    return 0.0 if exact else TOLERANCE[dtype] * factor
+
+
+def check(
+    what: str, actual: np.ndarray, expected: np.ndarray, dtype: str, factor: float = 1.0, exact: bool = False
+) -> float:
+    """Raise ``ParityError`` naming ``what`` (op, shape, backend) if the error is over tolerance."""
+    error = relative_error(actual, expected, exact)
+    limit = tolerance(dtype, factor, exact)
+    if not error <= limit:
+        kind = "mismatch fraction" if exact else "relative error"
+        shapes = f"got shape {np.shape(actual)}, expected {np.shape(expected)}"
+        raise ParityError(f"{what}: {kind} {error:.3g} exceeds {limit:.3g} ({dtype}; {shapes})")
+    return error

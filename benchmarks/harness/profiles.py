@@ -1,0 +1,76 @@
+"""Size profiles: which shapes, dtypes and timing budgets a run uses.
+
+``MTB_PROFILE`` picks one: ``quick`` (shapes scaled to fit a 2-core VM; the CI and default run) or
+``full`` (the reference shapes of the published op tables).  Each op declares its shapes for both
+profiles beside its definition; this module owns everything else a profile decides.  The profile is read
+when the suite is imported, because asv fixes parameter values at discovery: quick and full runs
+therefore record different parameter values and never mix in one history line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PROFILE_NAMES = ("quick", "full")
+
+
+class ProfileError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # dtypes every op is timed in; ops marked ``low_precision`` add float16/bfloat16 on top.
+    low_precision_dtypes: tuple[str, ...]
+    # torch.compile costs ~1.5 s of compilation per benchmark process on a small CPU; the quick
+    # profile times compiled backends on this many cases per op (the first ones) and skips the rest.
+    compiled_cases_per_op: int | None
+    # asv timing attributes for time_ methods
+    rounds: int
+    repeat: tuple[int, int, float]
+    sample_time: float
+    warmup_time: float
+    # budget for the fastest-call throughput measurement of track_throughput
+    throughput_seconds: float
+    throughput_min_calls: int
+
+
+PROFILES = {
+    "quick": Profile(
+        name="quick",
+        low_precision_dtypes=("bfloat16",),
+        compiled_cases_per_op=1,
+        rounds=4,
+        repeat=(5, 25, 0.5),
+        sample_time=0.002,
+        warmup_time=0.05,
+        throughput_seconds=0.15,
+        throughput_min_calls=5,
+    ),
+    "full": Profile(
+        name="full",
+        low_precision_dtypes=("float16", "bfloat16"),
+        compiled_cases_per_op=None,
+        rounds=4,
+        repeat=(10, 50, 5.0),
+        sample_time=0.01,
+        warmup_time=0.2,
+        throughput_seconds=1.0,
+        throughput_min_calls=10,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ProfileError(
+            f"unknown size profile {name!r}: set MTB_PROFILE to one of {', '.join(PROFILE_NAMES)}"
+        ) from None
+
+
+def active_profile() -> Profile:
+    return get_profile(os.environ.get("MTB_PROFILE", "quick").strip() or "quick")

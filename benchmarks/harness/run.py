@@ -1,0 +1,151 @@
+"""One op, one case, one dtype, one backend, ready to time: inputs made and placed, the call compiled and
+warmed up, plus the probes behind the ``track_`` metrics (fastest-call throughput, peak memory, parity).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness import parity
+from benchmarks.harness.backends import Backend, require_backend
+from benchmarks.harness.opspec import Case, OpSpec
+from benchmarks.harness.profiles import Profile
+
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Host copies of the inputs (float64 for the reference) plus device inputs, outputs and workspace.
+MEMORY_HEADROOM = 3.0
+
+
+def stable_seed(*parts: str) -> int:
+    """The same seed for the same op and case in every process, run and machine."""
+    return zlib.crc32("|".join(parts).encode())
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "failed to allocate" in text
+
+
+@dataclass
+class OpRun:
+    spec: OpSpec
+    case: Case
+    dtype: str
+    backend: Backend
+    profile: Profile
+    inputs: tuple[np.ndarray, ...]  # float64 (or integer) inputs, already rounded to ``dtype``
+    args: tuple[Any, ...]  # the same inputs on the backend, in its layout
+    fn: Any
+
+    @classmethod
+    def prepare(
+        cls,
+        spec: OpSpec,
+        case_label: str,
+        dtype: str,
+        backend_name: str,
+        profile: Profile,
+        seed: int | None = None,
+    ) -> OpRun:
+        """Everything outside the timed region.  Raises ``NotImplementedError`` (an asv skip) with the
+        reason when the combination cannot run here."""
+        backend = require_backend(backend_name)
+        if dtype not in ITEMSIZE:
+            raise NotImplementedError(f"unknown dtype {dtype!r}; known: {', '.join(ITEMSIZE)}")
+        try:
+            index, case = spec.find_case(profile.name, case_label)
+        except KeyError as exc:
+            raise NotImplementedError(str(exc)) from None
+        limit = profile.compiled_cases_per_op
+        if backend.compiled and limit is not None and index >= limit:
+            raise NotImplementedError(
+                f"{backend.name}: the {profile.name} profile compiles only the first {limit} case(s) of "
+                f"{spec.name} (each compile costs seconds); MTB_PROFILE=full times every case"
+            )
+        cost = spec.cost(case, ITEMSIZE[dtype])
+        need = cost.bytes * MEMORY_HEADROOM
+        have = backend.available_bytes()
+        if need > have:
+            raise NotImplementedError(
+                f"{spec.name} {case.label} {dtype} on {backend.name} needs about {need / 2**30:.1f} GiB, "
+                f"{have / 2**30:.1f} GiB is available: use a smaller profile (MTB_PROFILE=quick) or a "
+                f"larger machine"
+            )
+        rng = np.random.default_rng(stable_seed(spec.name, case.label) if seed is None else seed)
+        inputs = tuple(parity.quantize(a, dtype) for a in spec.make_inputs(rng, case))
+        try:
+            placed = spec.torch_inputs(case, inputs) if backend.framework == "torch" else inputs
+            args = tuple(backend.asarray(a, dtype) for a in placed)
+            make = spec.mlx if backend.framework == "mlx" else spec.torch
+            fn = backend.prepare(make(case), args)
+        except NotImplementedError:
+            raise
+        except Exception as exc:
+            if _is_out_of_memory(exc):
+                raise NotImplementedError(
+                    f"{spec.name} {case.label} {dtype} on {backend.name} ran out of memory: {exc}"
+                ) from None
+            if dtype != "float32":
+                raise NotImplementedError(
+                    f"{backend.name} does not run {spec.name} in {dtype}: {type(exc).__name__}: {exc}"
+                ) from None
+            raise
+        return cls(spec, case, dtype, backend, profile, inputs, args, fn)
+
+    def call(self) -> None:
+        """The timed region: the op and the synchronisation that forces it to finish."""
+        self.backend.sync(self.fn(*self.args))
+
+    def fastest_call_seconds(self) -> float:
+        """Fastest of repeated calls within the profile's budget: the stable statistic on a noisy host."""
+        best = float("inf")
+        calls = 0
+        deadline = time.perf_counter() + self.profile.throughput_seconds
+        while calls < self.profile.throughput_min_calls or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            self.backend.sync(self.fn(*self.args))
+            best = min(best, time.perf_counter() - start)
+            calls += 1
+        return best
+
+    def throughput(self) -> float:
+        return self.spec.throughput(self.case, ITEMSIZE[self.dtype], self.fastest_call_seconds())
+
+    def peak_memory_bytes(self) -> int:
+        gc.collect()
+        probe = self.backend.memory_probe()
+        probe.start()
+        out = self.fn(*self.args)
+        self.backend.sync(out)
+        peak = probe.peak_bytes()
+        del out
+        return int(peak)
+
+    def result(self) -> np.ndarray:
+        """The op's output as NumPy, in the reference layout."""
+        out = self.fn(*self.args)
+        self.backend.sync(out)
+        array = self.backend.to_numpy(out)
+        if self.backend.framework == "torch":
+            array = self.spec.torch_output(self.case, array)
+        return array
+
+    def expected(self) -> np.ndarray:
+        return self.spec.reference(self.case, *self.inputs)
+
+    def parity_error(self) -> float:
+        return parity.relative_error(self.result(), self.expected(), self.spec.exact)
+
+    def describe(self) -> str:
+        return f"{self.spec.name} [{self.case.label}] {self.dtype} on {self.backend.name}"
+
+    def release(self) -> None:
+        self.args = ()
+        self.fn = None
+        gc.collect()

@@ -1,0 +1,66 @@
+"""Turns an ``OpSpec`` into an asv benchmark class: params (case, dtype, backend), setup/teardown, the
+timed method and the ``track_`` metrics.  The classes stay declarative: ``Softmax = op_benchmark(SOFTMAX)``.
+"""
+
+from __future__ import annotations
+
+from benchmarks.harness.backends import selected_backend_names
+from benchmarks.harness.opspec import OpSpec
+from benchmarks.harness.profiles import active_profile
+from benchmarks.harness.run import OpRun
+
+PARAM_NAMES = ["case", "dtype", "backend"]
+
+
+def op_dtypes(spec: OpSpec) -> list[str]:
+    profile = active_profile()
+    return ["float32", *(profile.low_precision_dtypes if spec.low_precision else ())]
+
+
+def op_benchmark(spec: OpSpec) -> type:
+    profile = active_profile()
+
+    class OpBenchmark:
+        params = [
+            [c.label for c in spec.cases(profile.name)],
+            op_dtypes(spec),
+            selected_backend_names(),
+        ]
+        param_names = PARAM_NAMES
+        rounds = profile.rounds
+        repeat = profile.repeat
+        sample_time = profile.sample_time
+        warmup_time = profile.warmup_time
+        timeout = 600
+
+        def setup(self, case: str, dtype: str, backend: str) -> None:
+            self.run = OpRun.prepare(spec, case, dtype, backend, profile)
+
+        def teardown(self, case: str, dtype: str, backend: str) -> None:
+            run = getattr(self, "run", None)
+            if run is not None:
+                run.release()
+
+        def time_forward(self, case: str, dtype: str, backend: str) -> None:
+            self.run.call()
+
+        def track_throughput(self, case: str, dtype: str, backend: str) -> float:
+            return self.run.throughput()
+
+        track_throughput.unit = spec.throughput_unit
+
+        def track_peak_memory(self, case: str, dtype: str, backend: str) -> int:
+            return self.run.peak_memory_bytes()
+
+        track_peak_memory.unit = "bytes"
+
+        def track_parity_error(self, case: str, dtype: str, backend: str) -> float:
+            return self.run.parity_error()
+
+        track_parity_error.unit = "mismatch fraction" if spec.exact else "relative error vs float64"
+
+    OpBenchmark.__name__ = spec.name
+    OpBenchmark.__qualname__ = spec.name
+    OpBenchmark.__doc__ = spec.note or f"{spec.name}: MLX and torch on the same inputs."
+    OpBenchmark.spec = spec
+    return OpBenchmark

@@ -1,0 +1,1 @@
+"""End-to-end workloads in both frameworks with shared weights (issue 3)."""
