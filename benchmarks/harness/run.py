@@ -15,7 +15,7 @@ import numpy as np
 from benchmarks.harness import parity
 from benchmarks.harness.backends import Backend, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
-from benchmarks.harness.profiles import Profile
+from benchmarks.harness.profiles import Profile, compiled_skip_reason
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 # Host copies of the inputs (float64 for the reference) plus device inputs, outputs and workspace.
@@ -62,12 +62,9 @@ class OpRun:
             index, case = spec.find_case(profile.name, case_label)
         except KeyError as exc:
             raise NotImplementedError(str(exc)) from None
-        limit = profile.compiled_cases_per_op
-        if backend.compiled and limit is not None and index >= limit:
-            raise NotImplementedError(
-                f"{backend.name}: the {profile.name} profile compiles only the first {limit} case(s) of "
-                f"{spec.name} (each compile costs seconds); MTB_PROFILE=full times every case"
-            )
+        skip = compiled_skip_reason(profile, spec.name, index, dtype) if backend.compiled else None
+        if skip:
+            raise NotImplementedError(f"{backend.name}: {skip}")
         cost = spec.cost(case, ITEMSIZE[dtype])
         need = cost.bytes * MEMORY_HEADROOM
         have = backend.available_bytes()

@@ -6,10 +6,32 @@ from __future__ import annotations
 
 from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.opspec import OpSpec
-from benchmarks.harness.profiles import active_profile
+from benchmarks.harness.profiles import Profile, active_profile
 from benchmarks.harness.run import OpRun
 
 PARAM_NAMES = ["case", "dtype", "backend"]
+
+# asv_runner >= 0.3 re-runs setup and teardown around every timed call (asv#966).  Preparing a run
+# (inputs, transfer, compile, warm-up) once per process and reusing it keeps those re-runs free and keeps
+# compilation out of every sample.  asv gives each parameter combination its own process, so this holds
+# one entry in a benchmark process; in-process callers (the tests) keep at most one alive too.
+_prepared: dict[tuple[str, ...], OpRun] = {}
+
+
+def prepared_run(spec: OpSpec, case: str, dtype: str, backend: str, profile: Profile) -> OpRun:
+    key = (spec.name, case, dtype, backend, profile.name)
+    run = _prepared.get(key)
+    if run is None:
+        release_prepared()
+        run = OpRun.prepare(spec, case, dtype, backend, profile)
+        _prepared[key] = run
+    return run
+
+
+def release_prepared() -> None:
+    for run in _prepared.values():
+        run.release()
+    _prepared.clear()
 
 
 def op_dtypes(spec: OpSpec) -> list[str]:
@@ -34,12 +56,7 @@ def op_benchmark(spec: OpSpec) -> type:
         timeout = 600
 
         def setup(self, case: str, dtype: str, backend: str) -> None:
-            self.run = OpRun.prepare(spec, case, dtype, backend, profile)
-
-        def teardown(self, case: str, dtype: str, backend: str) -> None:
-            run = getattr(self, "run", None)
-            if run is not None:
-                run.release()
+            self.run = prepared_run(spec, case, dtype, backend, profile)
 
         def time_forward(self, case: str, dtype: str, backend: str) -> None:
             self.run.call()
