@@ -71,7 +71,7 @@ def _cost(c: Case, itemsize: int) -> Cost:
     return Cost(bytes=(2 * b * h * lq * d + 2 * b * h * lk * d) * itemsize, flops=4.0 * b * h * lq * lk * d)
 
 
-SDPA = OpSpec(
+ATTENTION = OpSpec(
     name="SDPA",
     full=_cases(64, (8, 16), (16, 64), (64, 256, 1024)),
     quick=_cases(4, (8,), (16, 64), (64, 256)),
@@ -85,6 +85,6 @@ SDPA = OpSpec(
     note="softmax(q k^T / sqrt(d) [+ causal mask]) v for batch x heads x 16 queries.",
 )
 
-SPECS = (SDPA,)
+SPECS = (ATTENTION,)
 
-ScaledDotProductAttention = op_benchmark(SDPA)
+SDPA = op_benchmark(ATTENTION)

@@ -1,0 +1,20 @@
+"""Shared test settings: the quick profile, CPU backends, fresh (per-session) random seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("MTB_PROFILE", "quick")
+os.environ.pop("MTB_BACKENDS", None)
+
+CPU_BACKENDS = ("mlx-cpu", "torch-cpu")
+# Parity runs on inputs no benchmark has seen: a new seed each session, printed so a failure reproduces
+# with MTB_PARITY_SEED=<seed>.
+PARITY_SEED = int(os.environ.get("MTB_PARITY_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"mlx-torch-bench: profile quick, parity seed {PARITY_SEED} (set MTB_PARITY_SEED to repeat)"

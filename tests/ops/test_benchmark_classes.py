@@ -1,0 +1,78 @@
+"""Every asv class of the op matrix, found the way asv finds it, runs setup, the timed method and every
+track_ metric once per parameter combination on the CPU backends (quick profile)."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import math
+
+import pytest
+
+from benchmarks.harness import parity
+from benchmarks.harness.profiles import get_profile
+from benchmarks.harness.suite import release_prepared
+from benchmarks.ops import MODULES
+from tests.conftest import CPU_BACKENDS
+
+
+def _classes():
+    import importlib
+
+    for module_name in MODULES:
+        module = importlib.import_module(f"benchmarks.ops.{module_name}")
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and hasattr(obj, "time_forward") and not name.startswith("_"):
+                yield f"{module_name}.{name}", obj
+
+
+CLASSES = dict(_classes())
+QUICK = get_profile("quick")
+
+
+def _combinations(cls):
+    cases, dtypes, backends = cls.params
+    compiled = ["torch-compile"] if cls.spec.name in QUICK.compiled_subset else []
+    for case, dtype, backend in itertools.product(cases, dtypes, [*CPU_BACKENDS, *compiled]):
+        assert backend in backends
+        if backend == "torch-compile" and (case != cases[0] or dtype != "float32"):
+            continue
+        yield case, dtype, backend
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_benchmark_class_runs_every_method(name):
+    cls = CLASSES[name]
+    assert cls.__name__ == name.split(".")[1]
+    assert cls.param_names == ["case", "dtype", "backend"]
+    spec = cls.spec
+    ran = 0
+    for case, dtype, backend in _combinations(cls):
+        bench = cls()
+        try:
+            bench.setup(case, dtype, backend)
+        except NotImplementedError:
+            assert dtype != "float32", f"{name} {case} float32 must run on {backend}"
+            continue
+        bench.time_forward(case, dtype, backend)
+        throughput = bench.track_throughput(case, dtype, backend)
+        assert math.isfinite(throughput) and throughput > 0, (name, case, backend, throughput)
+        assert bench.track_peak_memory(case, dtype, backend) >= 0
+        error = bench.track_parity_error(case, dtype, backend)
+        assert error <= parity.tolerance(dtype, spec.tolerance_factor, spec.exact), (name, case, backend, error)
+        ran += 1
+    release_prepared()
+    assert ran >= len(cls.params[0]) * len(CPU_BACKENDS)
+
+
+def test_every_spec_has_a_class():
+    from benchmarks.ops import all_specs
+
+    assert sorted(spec.name for spec in all_specs()) == sorted(cls.spec.name for cls in CLASSES.values())
+
+
+def test_track_units_follow_the_cost_model():
+    for cls in CLASSES.values():
+        expected = "GFLOP/s" if cls.spec.bound == "compute" else "GB/s"
+        assert cls.track_throughput.unit == expected
+        assert cls.track_peak_memory.unit == "bytes"

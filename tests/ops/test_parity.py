@@ -1,0 +1,59 @@
+"""Every op pair computes the op's function: each CPU backend against the float64 NumPy reference, and
+MLX against torch, on fresh random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.harness import parity
+from benchmarks.harness.profiles import get_profile
+from benchmarks.harness.run import OpRun, stable_seed
+from benchmarks.harness.suite import op_dtypes
+from benchmarks.ops import all_specs
+from tests.conftest import CPU_BACKENDS, PARITY_SEED
+
+QUICK = get_profile("quick")
+CASES = [
+    pytest.param(spec, c.label, dtype, id=f"{spec.name}[{c.label}]-{dtype}")
+    for spec in all_specs()
+    for c in spec.quick
+    for dtype in op_dtypes(spec)
+]
+
+
+def _run(spec, label, dtype, backend) -> OpRun | None:
+    try:
+        return OpRun.prepare(spec, label, dtype, backend, QUICK, seed=stable_seed(str(PARITY_SEED), label))
+    except NotImplementedError as exc:
+        if dtype == "float32":
+            raise  # every op must run in float32 on both CPU backends
+        print(f"skipped (backend limitation): {exc}")
+        return None
+
+
+@pytest.mark.parametrize(("spec", "label", "dtype"), CASES)
+def test_op_matches_float64_reference_and_other_framework(spec, label, dtype):
+    runs = {backend: _run(spec, label, dtype, backend) for backend in CPU_BACKENDS}
+    results = {}
+    for backend, run in runs.items():
+        if run is None:
+            continue
+        assert not all(np.all(a == 0) for a in run.inputs if a.dtype.kind == "f"), "inputs must not be zeros"
+        results[backend] = run.result()
+        parity.check(
+            run.describe(), results[backend], run.expected(), dtype, spec.tolerance_factor, spec.exact
+        )
+        run.release()
+    if len(results) == 2:
+        mlx_out, torch_out = results["mlx-cpu"], results["torch-cpu"]
+        # Both sides are within tolerance of the reference, so they are within twice of each other.
+        parity.check(
+            f"{spec.name} [{label}] {dtype}: mlx-cpu against torch-cpu",
+            mlx_out,
+            torch_out.astype(np.float64) if not spec.exact else torch_out,
+            dtype,
+            2 * spec.tolerance_factor,
+            spec.exact,
+        )
+    assert results, f"{spec.name} [{label}] {dtype} ran on no CPU backend"
