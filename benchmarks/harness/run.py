@@ -115,7 +115,6 @@ class OpRun:
         return self.spec.throughput(self.case, ITEMSIZE[self.dtype], self.fastest_call_seconds())
 
     def peak_memory_bytes(self) -> int:
-        gc.collect()
         probe = self.backend.memory_probe()
         probe.start()
         out = self.fn(*self.args)

@@ -61,7 +61,7 @@ def test_float32_matmul_precision_is_equalised_and_validated(monkeypatch):
     assert torch.backends.cudnn.allow_tf32 is False
     assert torch.get_float32_matmul_precision() == "highest"
     monkeypatch.setenv("MTB_FLOAT32_MATMUL", "fast")
-    with pytest.raises(ValueError, match="MTB_FLOAT32_MATMUL='fast'.*ieee, tf32"):
+    with pytest.raises(ValueError, match=r"MTB_FLOAT32_MATMUL='fast'.*ieee, tf32"):
         frameworks.float32_matmul_precision()
 
 

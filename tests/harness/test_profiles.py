@@ -5,7 +5,13 @@ import math
 import pytest
 
 from benchmarks.harness.opspec import numel
-from benchmarks.harness.profiles import PROFILE_NAMES, ProfileError, active_profile, compiled_skip_reason, get_profile
+from benchmarks.harness.profiles import (
+    PROFILE_NAMES,
+    ProfileError,
+    active_profile,
+    compiled_skip_reason,
+    get_profile,
+)
 from benchmarks.ops import all_specs
 
 
@@ -28,8 +34,13 @@ def test_quick_shapes_are_scaled_down_versions_of_full(spec):
     quick_size = max(sum(numel(s) for s in c.shapes) for c in spec.quick)
     full_size = max(sum(numel(s) for s in c.shapes) for c in spec.full)
     assert quick_size <= full_size
-    assert set(labels).isdisjoint(c.label for c in spec.full) or spec.name in {"MatMul", "Gather", "Scatter",
-                                                                                 "ScatterAdd", "ScatterMax"}
+    assert set(labels).isdisjoint(c.label for c in spec.full) or spec.name in {
+        "MatMul",
+        "Gather",
+        "Scatter",
+        "ScatterAdd",
+        "ScatterMax",
+    }
 
 
 def test_quick_cases_fit_the_small_machine():

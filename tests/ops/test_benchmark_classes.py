@@ -59,7 +59,12 @@ def test_benchmark_class_runs_every_method(name):
         assert math.isfinite(throughput) and throughput > 0, (name, case, backend, throughput)
         assert bench.track_peak_memory(case, dtype, backend) >= 0
         error = bench.track_parity_error(case, dtype, backend)
-        assert error <= parity.tolerance(dtype, spec.tolerance_factor, spec.exact), (name, case, backend, error)
+        assert error <= parity.tolerance(dtype, spec.tolerance_factor, spec.exact), (
+            name,
+            case,
+            backend,
+            error,
+        )
         ran += 1
     release_prepared()
     assert ran >= len(cls.params[0]) * len(CPU_BACKENDS)

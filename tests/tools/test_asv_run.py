@@ -1,0 +1,132 @@
+"""asv end to end, through its forkserver, on a few benchmarks: results are recorded for the backends
+that run, the absent and the unknown ones are skipped with their reasons, and nothing else is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from asv.results import Results
+
+from tools.spread import compare, format_report, timings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def asv_project(tmp_path_factory) -> Path:
+    """A throwaway copy of the project (asv wants a git repository and writes results beside it)."""
+    project = tmp_path_factory.mktemp("project")
+    shutil.copytree(ROOT / "benchmarks", project / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    conf = {
+        "version": 1,
+        "project": "mlx-torch-bench-test",
+        "repo": ".",
+        "branches": ["main"],
+        "environment_type": "existing",
+        "pythons": [sys.executable],
+        "build_command": [],
+        "install_command": [],
+        "uninstall_command": [],
+        "launch_method": "forkserver",
+        "benchmark_dir": "benchmarks",
+        "results_dir": "results",
+        "html_dir": "html",
+    }
+    (project / "asv.conf.json").write_text(json.dumps(conf))
+    _git(project, "init", "-q", "-b", "main")
+    _git(project, "-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
+    _git(project, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "snapshot")
+    home = project / "home"
+    home.mkdir()
+    env = dict(
+        os.environ, HOME=str(home), MTB_PROFILE="quick", MTB_BACKENDS="mlx-cpu,torch-cpu,torch-cuda,bogus"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "asv", "machine", "--yes", "--machine", "ci"],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return project
+
+
+def _run(project: Path, bench: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        HOME=str(project / "home"),
+        MTB_PROFILE="quick",
+        MTB_BACKENDS="mlx-cpu,torch-cpu,torch-cuda,bogus",
+    )
+    commit = _git(project, "rev-parse", "HEAD")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asv",
+            "run",
+            "-E",
+            f"existing:{sys.executable}",
+            "--set-commit-hash",
+            commit,
+            "--bench",
+            bench,
+            "--show-stderr",
+            *extra,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def _result_file(project: Path) -> Path:
+    files = [p for p in (project / "results" / "ci").glob("*.json") if p.name != "machine.json"]
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_asv_records_present_backends_and_skips_the_rest(asv_project):
+    out = _run(asv_project, r"ops\.reductions\.SumAll")
+    assert out.returncode in (0, 2), out.stdout + out.stderr
+    text = out.stdout + out.stderr
+    assert "unknown backend 'bogus'" in text
+    assert "torch-cuda: no CUDA device" in text
+    results = Results.load(str(_result_file(asv_project)))
+    key = "ops.reductions.SumAll.time_forward"
+    params = results.get_result_params(key)
+    values = dict(
+        zip(
+            [p[2] for p in __import__("itertools").product(*params)],
+            results.get_result_value(key, params),
+            strict=False,
+        )
+    )
+    assert values["mlx-cpu"] > 0 and values["torch-cpu"] > 0
+    assert all(values[name] is None or values[name] != values[name] for name in ("bogus", "torch-cuda"))
+    parity = results.get_result_value("ops.reductions.SumAll.track_parity_error", params)
+    assert all(v < 1e-4 for v in parity if v == v)
+
+
+def test_a_second_run_keeps_earlier_results_and_spread_reads_them(asv_project, tmp_path):
+    first = tmp_path / "first.json"
+    shutil.copy(_result_file(asv_project), first)
+    out = _run(asv_project, r"ops\.reductions\.SumAll", "--skip-existing-successful")
+    assert out.returncode in (0, 2), out.stdout + out.stderr
+    again = timings(_result_file(asv_project))
+    assert again == timings(first), "--skip-existing-successful must not re-measure or drop results"
+    report = compare(timings(first), again)
+    assert report.median_small == 0.0 or report.median_large == 0.0
+    assert "median |difference|" in format_report(report)

@@ -1,0 +1,142 @@
+"""mtb: the project's command line.
+
+python -m tools.mtb main        run the suite with asv (the default configuration), then asv publish
+python -m tools.mtb probe       which backends run on this machine, and why the others do not
+python -m tools.mtb spread A B  run-to-run spread between two asv result files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from asv import util as asv_util
+
+from tools import spread as spread_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _log(message: str) -> None:
+    print(f"[mtb] {message}", flush=True)
+
+
+def probe_backends() -> dict[str, str | None]:
+    """Backend name -> None if it runs here, else the reason.  Runs in a child process so that this
+    process (and asv's forkserver after it) never touches a device."""
+    code = (
+        "import json; from benchmarks.harness.backends import BACKEND_NAMES, get_backend;"
+        "print(json.dumps({n: get_backend(n).unavailable_reason() for n in BACKEND_NAMES}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"mtb: probing the backends failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def resolve_backends(choice: str) -> list[str]:
+    """``auto``: the backends this machine has (absent ones would each cost a benchmark process per
+    parameter set only to be skipped); ``all``: every backend, absent ones skipped with their reason by
+    asv; or a comma list, validated here."""
+    from benchmarks.harness.backends import BACKEND_NAMES
+
+    if choice == "all":
+        return list(BACKEND_NAMES)
+    if choice == "auto":
+        status = probe_backends()
+        for reason in status.values():
+            if reason:
+                _log(f"not run here: {reason}")
+        return [name for name, reason in status.items() if reason is None]
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKEND_NAMES]
+    if unknown or not names:
+        raise SystemExit(
+            f"mtb: unknown backend(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(BACKEND_NAMES)}, or auto / all"
+        )
+    return names
+
+
+def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,)) -> int:
+    command = [sys.executable, "-m", "asv", *args]
+    _log("$ " + " ".join(command[2:]))
+    code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    if code not in ok_codes:
+        raise SystemExit(f"mtb: `asv {' '.join(args)}` failed with exit status {code}")
+    return code
+
+
+def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> None:
+    from benchmarks.harness.profiles import get_profile
+
+    try:
+        get_profile(profile)
+    except ValueError as exc:
+        raise SystemExit(f"mtb: {exc}") from None
+    env = dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=",".join(resolve_backends(backends)))
+    _log(f"profile {profile}; backends {env['MTB_BACKENDS']}")
+    started = time.monotonic()
+    if not (Path.home() / ".asv-machine.json").exists():
+        _asv(["machine", "--yes", "--config", config], env)
+    # asv 0.6.6 exits 1 from a successful `asv setup`; a real failure shows up in `asv run` below.
+    _asv(["setup", "--config", config], env, ok_codes=(0, 1))
+    run_args = ["run", "--config", config, "--skip-existing-successful", "--show-stderr", commits]
+    if bench:
+        run_args += ["--bench", bench]
+    # asv exits 2 when some benchmarks failed: their results are recorded as failed and every other
+    # result is kept, so the site is still published.
+    _asv(run_args, env, ok_codes=(0, 2))
+    _asv(["publish", "--config", config], env)
+    html = ROOT / asv_util.load_json(str(ROOT / config), js_comments=True).get("html_dir", "html")
+    _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
+    _log(f"view it with: python -m asv preview --config {config}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtb", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    main = sub.add_parser("main", help="run the suite with asv, then publish the site to html/")
+    main.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    main.add_argument("--backends", default="auto", help="auto (those present), all, or a comma list")
+    main.add_argument("--bench", help="asv --bench regular expression (default: everything)")
+    main.add_argument("--config", default="asv.conf.json")
+    main.add_argument("--commits", default="HEAD^!", help="asv commit range (default: HEAD^!)")
+
+    sub.add_parser("probe", help="which backends run on this machine")
+
+    sp = sub.add_parser("spread", help="run-to-run spread of time_ results between two asv result files")
+    sp.add_argument("first", type=Path)
+    sp.add_argument("second", type=Path)
+    sp.add_argument("--min-ms", type=float, default=1.0, help="the threshold between small and large ops")
+    sp.add_argument("--worst", type=int, default=10, help="list this many of the least repeatable")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "main":
+        if shutil.which("git") is None:
+            raise SystemExit("mtb: asv needs git on PATH")
+        main_job(args.profile, args.backends, args.bench, args.config, args.commits)
+    elif args.command == "probe":
+        for name, reason in probe_backends().items():
+            print(f"{name:18s} {'available' if reason is None else reason}")
+    elif args.command == "spread":
+        report = spread_tool.compare_files(args.first, args.second, min_seconds=args.min_ms / 1e3)
+        print(spread_tool.format_report(report, worst=args.worst))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
