@@ -10,11 +10,21 @@ import pytest
 os.environ.setdefault("MTB_PROFILE", "quick")
 os.environ.pop("MTB_BACKENDS", None)
 
-CPU_BACKENDS = ("mlx-cpu", "torch-cpu")
+# The backends the op tests run on: the CPU pair here and in CI; on a GPU machine, e.g.
+# MTB_TEST_BACKENDS=mlx-gpu,torch-cuda checks the accelerator backends the same way.
+TEST_BACKENDS = tuple(
+    name.strip()
+    for name in os.environ.get("MTB_TEST_BACKENDS", "mlx-cpu,torch-cpu").split(",")
+    if name.strip()
+)
+COMPILED_BACKENDS = ("torch-compile", *(["mlx-gpu-compiled"] if "mlx-gpu" in TEST_BACKENDS else []))
 # Parity runs on inputs no benchmark has seen: a new seed each session, printed so a failure reproduces
 # with MTB_PARITY_SEED=<seed>.
 PARITY_SEED = int(os.environ.get("MTB_PARITY_SEED", random.SystemRandom().randrange(2**31)))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"mlx-torch-bench: profile quick, parity seed {PARITY_SEED} (set MTB_PARITY_SEED to repeat)"
+    return (
+        f"mlx-torch-bench: profile quick, backends {', '.join(TEST_BACKENDS)}, "
+        f"parity seed {PARITY_SEED} (set MTB_PARITY_SEED to repeat)"
+    )

@@ -203,8 +203,9 @@ class MlxBackend(Backend):
         return mx.gpu if self.device == "gpu" else mx.cpu
 
     def unavailable_reason(self) -> str | None:
-        if mx is None:
-            return f"{self.name}: {frameworks.MLX_IMPORT_ERROR}"
+        error = frameworks.mlx_import_error()
+        if error:
+            return f"{self.name}: {error}"
         if self.device == "gpu" and not _mlx_gpu_available():
             return f"{self.name}: this MLX ({mx.__version__}) has no GPU backend on this machine"
         return None

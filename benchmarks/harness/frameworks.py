@@ -1,8 +1,12 @@
-"""The two frameworks, imported once and never used at import time.
+"""The two frameworks, and what may be imported before asv's forkserver forks.
 
-asv's forkserver imports the suite once and forks a child per benchmark, so the frameworks are imported
-here (the fork then shares them) but nothing may touch a device or create an array at import: a
-framework thread started before the fork does not exist in the child, and the child hangs.
+asv's forkserver imports the suite once and forks a child per benchmark.  Nothing may touch a device or
+create an array at import: a framework thread or a CUDA context made before the fork does not work in
+the child (it hangs or fails with "initialization error").  Measured on an H100 with torch 2.11+cu130
+and mlx-cuda-13 0.32.4: ``import torch`` and ``import torch._dynamo`` leave CUDA alone, so torch (1.8 s
+to import) is imported here, once; but ``import mlx.core`` of MLX's CUDA build, and
+``import torch._inductor.compile_fx``, initialise CUDA.  MLX (0.04 s to import) is therefore imported
+lazily, in the child, on first use, and torch.compile loads its compiler there too.
 
 The float32 matmul precision is fixed here, before either framework's first operation, because MLX reads
 ``MLX_ENABLE_TF32`` once.  Both sides default to IEEE float32 (MLX on CUDA would otherwise use TF32 while
@@ -11,6 +15,8 @@ torch does not); ``MTB_FLOAT32_MATMUL=tf32`` switches both to TF32 so the compar
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 from types import ModuleType
 
@@ -27,7 +33,8 @@ def float32_matmul_precision() -> str:
     return value
 
 
-os.environ.setdefault("MLX_ENABLE_TF32", "1" if float32_matmul_precision() == "tf32" else "0")
+# Forced, not defaulted: an inherited MLX_ENABLE_TF32=1 would make MLX use TF32 while torch does not.
+os.environ["MLX_ENABLE_TF32"] = "1" if float32_matmul_precision() == "tf32" else "0"
 
 
 def _optional_import(name: str) -> tuple[ModuleType | None, str | None]:
@@ -37,28 +44,40 @@ def _optional_import(name: str) -> tuple[ModuleType | None, str | None]:
         return None, f"{name} cannot be imported: {type(exc).__name__}: {exc}"
 
 
-mx, MLX_IMPORT_ERROR = _optional_import("mlx.core")
-torch, TORCH_IMPORT_ERROR = _optional_import("torch")
+class _LazyModule:
+    """A module imported on first attribute access (in the benchmark process, never at suite import)."""
 
-if mx is not None:
-    import mlx.nn as mlx_nn
-else:  # pragma: no cover - exercised only in environments without MLX
-    mlx_nn = None
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> object:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+
+def mlx_import_error() -> str | None:
+    """None if MLX imports here, else why not (imports it: call from a benchmark process only)."""
+    return _optional_import("mlx.core")[1]
+
+
+mx = _LazyModule("mlx.core")
+mlx_nn = _LazyModule("mlx.nn")
+torch, TORCH_IMPORT_ERROR = _optional_import("torch")
 
 if torch is not None:
     import torch.nn.functional as torch_F
 
-    # torch.compile's machinery takes ~3 s to import; importing it here, once, lets every forked
-    # torch-compile benchmark start with it loaded.  Importing runs no tensor work and starts no thread.
-    try:
+    # 2 s to import and fork-safe; the inductor half of torch.compile is not (see above).  A torch
+    # without a working compiler fails torch-compile in that benchmark's own setup.
+    with contextlib.suppress(Exception):
         import torch._dynamo
-        import torch._inductor.compile_fx
-    except Exception:  # a torch without a working compiler: torch-compile then fails in its own setup
-        pass
 else:  # pragma: no cover
     torch_F = None
 
 
 def framework_version(name: str) -> str:
-    module = {"mlx": mx, "torch": torch}[name]
-    return "absent" if module is None else str(module.__version__)
+    if name == "mlx":
+        return "absent" if mlx_import_error() else str(mx.__version__)
+    return "absent" if torch is None else str(torch.__version__)

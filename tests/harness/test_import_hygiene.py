@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
 import importlib, json, os, pkgutil, threading
-import torch, mlx.core as mx
+import torch
 from torch.overrides import TorchFunctionMode
 
 calls = []
@@ -28,11 +28,12 @@ with Record():
     for info in pkgutil.walk_packages(benchmarks.__path__, "benchmarks."):
         importlib.import_module(info.name)
         modules.append(info.name)
+import sys
 print(json.dumps({
     "modules": modules,
+    # these two initialise CUDA when imported (measured on an H100): the forked children then fail
+    "cuda_initialising_imports": [m for m in ("mlx.core", "torch._inductor.compile_fx") if m in sys.modules],
     "torch_calls": calls,
-    "mlx_active": mx.get_active_memory(),
-    "mlx_peak": mx.get_peak_memory(),
     "new_threads": len(os.listdir("/proc/self/task")) - threads_before,
 }))
 """
@@ -45,7 +46,7 @@ def test_importing_every_benchmark_module_runs_no_tensor_op():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert "benchmarks.ops.linalg" in report["modules"]
     assert report["torch_calls"] == [], f"torch ran at import: {report['torch_calls'][:5]}"
-    assert report["mlx_active"] == 0 and report["mlx_peak"] == 0, "MLX allocated at import"
+    assert report["cuda_initialising_imports"] == [], "import these lazily, in the benchmark process"
     assert report["new_threads"] == 0, "importing the suite started threads"
 
 

@@ -13,7 +13,7 @@ from benchmarks.harness import parity
 from benchmarks.harness.profiles import get_profile
 from benchmarks.harness.suite import release_prepared
 from benchmarks.ops import MODULES
-from tests.conftest import CPU_BACKENDS
+from tests.conftest import COMPILED_BACKENDS, TEST_BACKENDS
 
 
 def _classes():
@@ -32,10 +32,10 @@ QUICK = get_profile("quick")
 
 def _combinations(cls):
     cases, dtypes, backends = cls.params
-    compiled = ["torch-compile"] if cls.spec.name in QUICK.compiled_subset else []
-    for case, dtype, backend in itertools.product(cases, dtypes, [*CPU_BACKENDS, *compiled]):
+    compiled = list(COMPILED_BACKENDS) if cls.spec.name in QUICK.compiled_subset else []
+    for case, dtype, backend in itertools.product(cases, dtypes, [*TEST_BACKENDS, *compiled]):
         assert backend in backends
-        if backend == "torch-compile" and (case != cases[0] or dtype != "float32"):
+        if backend in COMPILED_BACKENDS and (case != cases[0] or dtype != "float32"):
             continue
         yield case, dtype, backend
 
@@ -67,7 +67,7 @@ def test_benchmark_class_runs_every_method(name):
         )
         ran += 1
     release_prepared()
-    assert ran >= len(cls.params[0]) * len(CPU_BACKENDS)
+    assert ran >= len(cls.params[0]) * len(TEST_BACKENDS)
 
 
 def test_every_spec_has_a_class():

@@ -11,7 +11,7 @@ from benchmarks.harness.profiles import get_profile
 from benchmarks.harness.run import OpRun, stable_seed
 from benchmarks.harness.suite import op_dtypes
 from benchmarks.ops import all_specs
-from tests.conftest import CPU_BACKENDS, PARITY_SEED
+from tests.conftest import PARITY_SEED, TEST_BACKENDS
 
 QUICK = get_profile("quick")
 CASES = [
@@ -27,14 +27,14 @@ def _run(spec, label, dtype, backend) -> OpRun | None:
         return OpRun.prepare(spec, label, dtype, backend, QUICK, seed=stable_seed(str(PARITY_SEED), label))
     except NotImplementedError as exc:
         if dtype == "float32":
-            raise  # every op must run in float32 on both CPU backends
+            raise  # every op must run in float32 on every backend under test
         print(f"skipped (backend limitation): {exc}")
         return None
 
 
 @pytest.mark.parametrize(("spec", "label", "dtype"), CASES)
 def test_op_matches_float64_reference_and_other_framework(spec, label, dtype):
-    runs = {backend: _run(spec, label, dtype, backend) for backend in CPU_BACKENDS}
+    runs = {backend: _run(spec, label, dtype, backend) for backend in TEST_BACKENDS}
     results = {}
     for backend, run in runs.items():
         if run is None:
@@ -45,15 +45,17 @@ def test_op_matches_float64_reference_and_other_framework(spec, label, dtype):
             run.describe(), results[backend], run.expected(), dtype, spec.tolerance_factor, spec.exact
         )
         run.release()
-    if len(results) == 2:
-        mlx_out, torch_out = results["mlx-cpu"], results["torch-cpu"]
+    mlx_side = next((b for b in results if b.startswith("mlx")), None)
+    torch_side = next((b for b in results if b.startswith("torch")), None)
+    if mlx_side and torch_side:
+        mlx_out, torch_out = results[mlx_side], results[torch_side]
         # Both sides are within tolerance of the reference, so they are within twice of each other.
         parity.check(
-            f"{spec.name} [{label}] {dtype}: mlx-cpu against torch-cpu",
+            f"{spec.name} [{label}] {dtype}: {mlx_side} against {torch_side}",
             mlx_out,
             torch_out.astype(np.float64) if not spec.exact else torch_out,
             dtype,
             2 * spec.tolerance_factor,
             spec.exact,
         )
-    assert results, f"{spec.name} [{label}] {dtype} ran on no CPU backend"
+    assert results, f"{spec.name} [{label}] {dtype} ran on no backend"
