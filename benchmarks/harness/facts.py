@@ -1,0 +1,59 @@
+"""What a run ran on: framework versions, BLAS, device name and driver, threads, precision settings.
+
+asv results hold numbers only, so the text facts go to an append-only JSON-lines file beside the results,
+one line per backend per run: ``<project>/facts/<host>/<commit>-<env>.jsonl`` (asv names machines after
+the host by default).  Numbers that can change a timing are also ``track_`` metrics
+(``benchmarks/runtime.py``), so they appear in the history graphs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.backends import Backend
+
+
+def collect(backend: Backend) -> dict[str, Any]:
+    import numpy as np
+
+    return {
+        "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "asv_commit": os.environ.get("ASV_COMMIT"),
+        "asv_env": os.environ.get("ASV_ENV_NAME"),
+        **backend.settings(),
+    }
+
+
+def facts_path(root: Path | None = None) -> Path | None:
+    """Where this asv run's facts go; None outside asv (no ASV_CONF_DIR)."""
+    conf_dir = os.environ.get("ASV_CONF_DIR")
+    if root is None and conf_dir is None:
+        return None
+    base = root if root is not None else Path(conf_dir)  # type: ignore[arg-type]
+    commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
+    env = os.environ.get("ASV_ENV_NAME") or "unknown-env"
+    return base / "facts" / platform.node() / f"{commit}-{env}.jsonl"
+
+
+def record(facts: dict[str, Any], path: Path | None) -> None:
+    """Append one line: earlier lines are never rewritten."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps(facts, sort_keys=True, default=str) + "\n")
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
