@@ -20,24 +20,21 @@ def test_a_shape_too_large_for_the_device_is_skipped_with_sizes(monkeypatch):
         OpRun.prepare(SQUARE_MATMUL, SQUARE_MATMUL.quick[1].label, "float32", "torch-cpu", QUICK)
 
 
+def _prepare_raises(monkeypatch, exc: Exception) -> None:
+    def failing(self, fn, args):
+        raise exc
+
+    monkeypatch.setattr(type(get_backend("mlx-cpu")), "prepare", failing)
+
+
 def test_running_out_of_memory_while_preparing_is_a_skip(monkeypatch):
-    backend = type(get_backend("mlx-cpu"))
-
-    def exhausted(self, fn, args):
-        raise RuntimeError("[malloc] Unable to allocate 4294967296 bytes: out of memory")
-
-    monkeypatch.setattr(backend, "prepare", exhausted)
+    _prepare_raises(monkeypatch, RuntimeError("[malloc] Unable to allocate 4294967296 bytes: out of memory"))
     with pytest.raises(NotImplementedError, match="ran out of memory"):
         OpRun.prepare(SOFTMAX, SOFTMAX.quick[0].label, "float32", "mlx-cpu", QUICK)
 
 
-def test_a_float32_failure_is_an_error_not_a_skip(monkeypatch):
-    backend = type(get_backend("mlx-cpu"))
-
-    def broken(self, fn, args):
-        raise ValueError("shape mismatch")
-
-    monkeypatch.setattr(backend, "prepare", broken)
+def test_a_float32_failure_is_an_error_but_a_half_precision_one_a_skip(monkeypatch):
+    _prepare_raises(monkeypatch, ValueError("shape mismatch"))
     with pytest.raises(ValueError, match="shape mismatch"):
         OpRun.prepare(SOFTMAX, SOFTMAX.quick[0].label, "float32", "mlx-cpu", QUICK)
     with pytest.raises(NotImplementedError, match="does not run Softmax in bfloat16"):
