@@ -88,7 +88,7 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
         _asv(["machine", "--yes", "--config", config], env)
     # asv 0.6.6 exits 1 from a successful `asv setup`; a real failure shows up in `asv run` below.
     _asv(["setup", "--config", config], env, ok_codes=(0, 1))
-    run_args = ["run", "--config", config, "--skip-existing-successful", "--show-stderr", commits]
+    run_args = ["run", "--config", config, "--skip-existing-successful", commits]
     if bench:
         run_args += ["--bench", bench]
     # asv exits 2 when some benchmarks failed: their results are recorded as failed and every other

@@ -61,23 +61,27 @@ def host_available_bytes() -> int:
 
 
 class HostPeakMemory:
-    """Peak resident memory of this process during a region, above its level at the start.
+    """Peak resident memory of this process during a region, above its level at the start (torch on the
+    CPU, which keeps no allocator statistics there).
 
     Linux resets the high-water mark through /proc/self/clear_refs; elsewhere ru_maxrss is used, which
-    only rises, so a region that stays under an earlier peak reads as 0.  glibc's adaptive mmap threshold
-    would serve freed large blocks from the heap without new page faults, hiding them from RSS, so the
-    threshold is pinned first (only in the process that measures memory, never in a timing one).
+    only rises, so a region that stays under an earlier peak reads as 0.  glibc would serve the region's
+    allocations from free chunks that are still resident (left by the warm-up), hiding them from RSS: so
+    the free memory is returned to the OS first (malloc_trim) and large blocks are mapped afresh (a pinned
+    mmap threshold), only in the process that measures memory, never in a timing one.
     """
 
     def __init__(self) -> None:
         self._start = 0
 
     @staticmethod
-    def _pin_mmap_threshold() -> None:
+    def _release_free_memory() -> None:
         libc_name = ctypes.util.find_library("c")
         if sys.platform.startswith("linux") and libc_name:
+            libc = ctypes.CDLL(libc_name)
             m_mmap_threshold = -3
-            ctypes.CDLL(libc_name).mallopt(m_mmap_threshold, 64 * 1024)
+            libc.mallopt(m_mmap_threshold, 64 * 1024)
+            libc.malloc_trim(0)
 
     @staticmethod
     def _status_bytes(field: str) -> int | None:
@@ -96,7 +100,7 @@ class HostPeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
     def start(self) -> None:
-        self._pin_mmap_threshold()
+        self._release_free_memory()
         try:
             with open("/proc/self/clear_refs", "w") as clear_refs:
                 clear_refs.write("5")
@@ -237,8 +241,9 @@ class MlxBackend(Backend):
         return mx.compile(fn)
 
     def memory_probe(self) -> Any:
-        # On the CPU both frameworks are measured the same way (process RSS), so their figures compare.
-        return MlxPeakMemory() if self.device == "gpu" else HostPeakMemory()
+        # MLX's allocator counts every buffer on every device; process RSS would miss the buffers it
+        # reuses from its cache.
+        return MlxPeakMemory()
 
     def available_bytes(self) -> int:
         if self.device == "gpu":
