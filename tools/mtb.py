@@ -8,6 +8,7 @@ python -m tools.mtb spread A B  run-to-run spread between two asv result files
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -18,10 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asv import util as asv_util
+from packaging.version import Version
 
 from tools import spread as spread_tool
+from tools import timeline as tl
 
 ROOT = Path(__file__).resolve().parent.parent
+# The default timeline: MLX releases from 0.32.2 on (three today) with the local torch 2.13.0.
+DEFAULT_MLX_RANGE = ">=0.32.2"
 
 
 def _log(message: str) -> None:
@@ -74,6 +79,45 @@ def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,
     return code
 
 
+def build_timeline(args: argparse.Namespace) -> list[str]:
+    """Resolve versions from the registry, make the points, write the repository."""
+    kind = args.kind
+    mlx_sel = tl.Selection(args.mlx_range, args.mlx_last, tuple(args.mlx_versions or ()))
+    torch_sel = tl.Selection(args.torch_range, args.torch_last, tuple(args.torch_versions or ()))
+    try:
+        companions = tl.Companions(torch=args.torch, mlx=args.mlx, numpy=args.numpy)
+        mlx_versions: list[str] = []
+        torch_versions: list[str] = []
+        if kind in ("mlx", "both"):
+            available = tl.registry_versions("mlx")
+            if companions.linux:  # only releases with a Linux CPU build
+                cpu = set(tl.registry_versions("mlx-cpu"))
+                available = [v for v in available if v in cpu]
+            mlx_versions = mlx_sel.apply("mlx", available)
+        if kind in ("torch", "both"):
+            torch_versions = torch_sel.apply("torch", tl.registry_versions("torch"))
+        if not args.no_mlx_lm:
+            _log("reading which MLX each mlx-lm release needs")
+            lm_versions = [v for v in tl.registry_versions("mlx-lm") if Version(v) >= tl.OLDEST_MLX_LM]
+            companions = dataclasses.replace(companions, mlx_lm_minimums=tl.mlx_lm_minimums(lm_versions))
+        if kind == "mlx":
+            points = tl.mlx_timeline(mlx_versions, companions, tl.release_dates("mlx"))
+        elif kind == "torch":
+            points = tl.torch_timeline(torch_versions, companions, tl.release_dates("torch"))
+        else:
+            points = tl.combined_timeline(
+                mlx_versions, torch_versions, companions, tl.release_dates("mlx"), tl.release_dates("torch")
+            )
+        hashes = tl.build_repo(points, ROOT / args.out, progress=lambda m: _log(m))
+    except tl.TimelineError as exc:
+        raise SystemExit(f"mtb: {exc}") from None
+    for point in points:
+        for note in point.notes:
+            _log(f"{point.tag}: {note}")
+    _log(f"timeline {args.out}: {', '.join(p.tag for p in points)}")
+    return hashes
+
+
 def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> None:
     from benchmarks.harness.profiles import get_profile
 
@@ -100,6 +144,26 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
     _log(f"view it with: python -m asv preview --config {config}")
 
 
+def _timeline_arguments(parser: argparse.ArgumentParser, default_mlx_range: str | None) -> None:
+    parser.add_argument(
+        "--kind",
+        choices=("mlx", "torch", "both"),
+        default="mlx",
+        help="whose releases make the points (the other framework is held)",
+    )
+    parser.add_argument("--out", default=".timeline/default", help="where to write the timeline repository")
+    parser.add_argument("--mlx-range", default=default_mlx_range, help="PEP 440 range, e.g. '>=0.30,<0.32'")
+    parser.add_argument("--mlx-last", type=int, help="the last N MLX releases")
+    parser.add_argument("--mlx-versions", nargs="+", help="exactly these MLX releases")
+    parser.add_argument("--torch-range", help="PEP 440 range of torch releases")
+    parser.add_argument("--torch-last", type=int, help="the last N torch releases")
+    parser.add_argument("--torch-versions", nargs="+", help="exactly these torch releases")
+    parser.add_argument("--torch", default="2.13.0", help="torch held while MLX moves")
+    parser.add_argument("--mlx", default="0.32.4", help="MLX held while torch moves")
+    parser.add_argument("--numpy", default="2.4.6", help="numpy pinned at every point")
+    parser.add_argument("--no-mlx-lm", action="store_true", help="do not pin a matching mlx-lm")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtb", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -111,7 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     main.add_argument("--backends", default="auto", help="auto (those present), all, or a comma list")
     main.add_argument("--bench", help="asv --bench regular expression (default: everything)")
     main.add_argument("--config", default="asv.conf.json")
-    main.add_argument("--commits", default="HEAD^!", help="asv commit range (default: HEAD^!)")
+    main.add_argument("--commits", default="main", help="asv commit range (default: every point)")
+    main.add_argument("--no-timeline", action="store_true", help="run over the timeline already built")
+    # A range with a fixed start, not "the last N": new releases are appended to the same timeline, so
+    # the commits (and the results recorded against them) of the releases already there never move.
+    _timeline_arguments(main, default_mlx_range=DEFAULT_MLX_RANGE)
+
+    timeline = sub.add_parser("timeline", help="build a version timeline repository for asv")
+    _timeline_arguments(timeline, default_mlx_range=None)
 
     sub.add_parser("probe", help="which backends run on this machine")
 
@@ -125,10 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("main", "timeline") and shutil.which("git") is None:
+        raise SystemExit("mtb: asv and the timelines need git on PATH")
     if args.command == "main":
-        if shutil.which("git") is None:
-            raise SystemExit("mtb: asv needs git on PATH")
+        if not args.no_timeline:
+            build_timeline(args)
         main_job(args.profile, args.backends, args.bench, args.config, args.commits)
+    elif args.command == "timeline":
+        build_timeline(args)
     elif args.command == "probe":
         for name, reason in probe_backends().items():
             print(f"{name:18s} {'available' if reason is None else reason}")

@@ -58,4 +58,6 @@ def test_op_matches_float64_reference_and_other_framework(spec, label, dtype):
             2 * spec.tolerance_factor,
             spec.exact,
         )
+    if not results and dtype != "float32":
+        pytest.skip(f"no backend under test runs {spec.name} in {dtype} (reasons printed above)")
     assert results, f"{spec.name} [{label}] {dtype} ran on no backend"

@@ -32,16 +32,34 @@ def test_ci_runs_the_readme_test_command_unchanged():
     assert tests in ci_lines
 
 
-def test_asv_config_pins_the_frameworks():
+def test_asv_config_runs_over_the_timeline_in_one_environment():
     conf = asv_util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)
     assert conf["benchmark_dir"] == "benchmarks"
     assert conf["html_dir"] == "html"
     assert conf["results_dir"] == "results"
     assert conf["launch_method"] == "forkserver"
-    req = conf["matrix"]["req"]
-    assert req["mlx"] == [v for v in req["mlx-cpu"] if v is not None], "mlx-cpu must match mlx"
-    assert req["torch"] == ["2.13.0"]
-    assert all(req[name] and all(v for v in req[name]) for name in ("mlx", "torch", "numpy"))
+    assert conf["repo"] == ".timeline/default" and conf["branches"] == ["main"]
+    assert conf["build_command"] == [] and conf["uninstall_command"] == []
+    (install,) = conf["install_command"]
+    assert (
+        install.startswith("in-dir={env_dir} python -m pip install")
+        and "{build_dir}/timeline-pins.txt" in install
+    )
+    # The frameworks come from each point's pins, never from the environment matrix.
+    assert not {"mlx", "mlx-cpu", "torch", "numpy"} & set(conf["matrix"]["req"])
+
+
+def test_source_mode_config_is_well_formed():
+    from asv.config import Config
+
+    conf = Config.load(str(ROOT / "asv.source.conf.json"))
+    assert conf.repo.endswith("ml-explore/mlx.git") and conf.branches == ["main"]
+    assert any(
+        "pip wheel" in c and "{build_dir}" in c and "{build_cache_dir}" in c for c in conf.build_command
+    )
+    assert any("{wheel_file}" in c for c in conf.install_command)
+    assert any("download.pytorch.org/whl/nightly" in c for c in conf.install_command)
+    assert conf.launch_method == "forkserver" and conf.benchmark_dir.endswith("benchmarks")
 
 
 def test_asv_check_accepts_the_suite():
