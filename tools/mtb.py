@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,6 +119,33 @@ def build_timeline(args: argparse.Namespace) -> list[str]:
     return hashes
 
 
+def run_points(
+    config: str, conf: dict, env: dict[str, str], bench: str | None, commits: str, started: float
+) -> list[str]:
+    """asv run over the timeline one release point at a time, so that progress shows (which point, how
+    many left, time so far) and a point that fails to install or run does not stop the others."""
+    extra = ["--bench", bench] if bench else []
+    repo = ROOT / conf["repo"]
+    if commits != "main" or not (repo / tl.POINT_FILE).exists():
+        # asv exits 2 when some benchmarks failed: their failure is recorded, every other result kept.
+        _asv(["run", "--config", config, "--skip-existing-successful", commits, *extra], env, ok_codes=(0, 2))
+        return []
+    points = tl.read_points(repo)
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, point in enumerate(points, 1):
+            _log(
+                f"point {index}/{len(points)} {point['tag']} ({len(points) - index} left, "
+                f"{time.monotonic() - started:.0f} s so far)"
+            )
+            hashfile = Path(tmp) / "point.txt"
+            hashfile.write_text(point["commit"] + "\n")
+            args = ["run", "--config", config, "--skip-existing-successful", f"HASHFILE:{hashfile}", *extra]
+            if _asv(args, env, ok_codes=(0, 1, 2)) not in (0, 2):
+                failed.append(point["tag"])
+    return failed
+
+
 def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> None:
     from benchmarks.harness.profiles import get_profile
 
@@ -125,21 +153,20 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
         get_profile(profile)
     except ValueError as exc:
         raise SystemExit(f"mtb: {exc}") from None
-    env = dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=",".join(resolve_backends(backends)))
+    backend_names = ",".join(resolve_backends(backends))
+    env = tl.installer_env(dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backend_names))
     _log(f"profile {profile}; backends {env['MTB_BACKENDS']}")
     started = time.monotonic()
     if not (Path.home() / ".asv-machine.json").exists():
         _asv(["machine", "--yes", "--config", config], env)
     # asv 0.6.6 exits 1 from a successful `asv setup`; a real failure shows up in `asv run` below.
     _asv(["setup", "--config", config], env, ok_codes=(0, 1))
-    run_args = ["run", "--config", config, "--skip-existing-successful", commits]
-    if bench:
-        run_args += ["--bench", bench]
-    # asv exits 2 when some benchmarks failed: their results are recorded as failed and every other
-    # result is kept, so the site is still published.
-    _asv(run_args, env, ok_codes=(0, 2))
+    conf = asv_util.load_json(str(ROOT / config), js_comments=True)
+    failed = run_points(config, conf, env, bench, commits, started)
+    if failed:
+        _log(f"points whose run failed (see asv's output above; results of the others are kept): {failed}")
     _asv(["publish", "--config", config], env)
-    html = ROOT / asv_util.load_json(str(ROOT / config), js_comments=True).get("html_dir", "html")
+    html = ROOT / conf.get("html_dir", "html")
     _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
     _log(f"view it with: python -m asv preview --config {config}")
 

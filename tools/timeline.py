@@ -334,6 +334,25 @@ def build_repo(points: Sequence[Point], path: Path, progress: Callable[[str], No
     return hashes
 
 
+def installer_env(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` plus UV_FIND_LINKS from pip's find-links (where pip finds the local torch wheel), for
+    the install step's uv, which reads no pip configuration."""
+    env = dict(environ)
+    if "UV_FIND_LINKS" not in env:
+        links = (
+            env.get("PIP_FIND_LINKS")
+            or subprocess.run(
+                [sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
+        if links:
+            env["UV_FIND_LINKS"] = ",".join(links.split())
+    return env
+
+
 def read_points(path: Path) -> list[dict]:
     """The points of a timeline repository, oldest first (for checks and reports)."""
     hashes = _git(path, "rev-list", "--reverse", "main").split()

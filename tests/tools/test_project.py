@@ -41,10 +41,9 @@ def test_asv_config_runs_over_the_timeline_in_one_environment():
     assert conf["repo"] == ".timeline/default" and conf["branches"] == ["main"]
     assert conf["build_command"] == [] and conf["uninstall_command"] == []
     (install,) = conf["install_command"]
-    assert (
-        install.startswith("in-dir={env_dir} python -m pip install")
-        and "{build_dir}/timeline-pins.txt" in install
-    )
+    assert install.startswith("in-dir={env_dir} python -c") and "[uv, 'pip', 'install'" in install
+    assert "'-m', 'pip', 'install'" in install, "pip where uv is absent"
+    assert install.endswith("{build_dir}/timeline-pins.txt")
     # The frameworks come from each point's pins, never from the environment matrix.
     assert not {"mlx", "mlx-cpu", "torch", "numpy"} & set(conf["matrix"]["req"])
 

@@ -42,7 +42,9 @@ def project(tmp_path_factory) -> Path:
 
 
 def _asv(work: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(work / "home"), MTB_PROFILE="quick", MTB_BACKENDS="mlx-cpu,torch-cpu")
+    env = tl.installer_env(
+        dict(os.environ, HOME=str(work / "home"), MTB_PROFILE="quick", MTB_BACKENDS="mlx-cpu,torch-cpu")
+    )
     return subprocess.run(
         [sys.executable, "-m", "asv", *args], cwd=work, env=env, capture_output=True, text=True, timeout=1200
     )
