@@ -1,8 +1,9 @@
 """mtb: the project's command line.
 
-python -m tools.mtb main        run the suite with asv (the default configuration), then asv publish
-python -m tools.mtb probe       which backends run on this machine, and why the others do not
-python -m tools.mtb spread A B  run-to-run spread between two asv result files
+python -m tools.mtb main          build the default timeline, run the suite over each release point, publish
+python -m tools.mtb timeline ...  build a timeline of MLX releases, torch releases, or both (see --help)
+python -m tools.mtb probe         which backends run on this machine, and why the others do not
+python -m tools.mtb spread A B    run-to-run spread between two asv result files
 """
 
 from __future__ import annotations
