@@ -23,6 +23,7 @@ from pathlib import Path
 from asv import util as asv_util
 from packaging.version import Version
 
+from tools import site
 from tools import spread as spread_tool
 from tools import timeline as tl
 
@@ -168,6 +169,9 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
         _log(f"points whose run failed (see asv's output above; results of the others are kept): {failed}")
     _asv(["publish", "--config", config], env)
     html = ROOT / conf.get("html_dir", "html")
+    still_external = site.vendor_site(html, Path.home() / ".cache" / "mlx-torch-bench" / "npm")
+    for url in still_external:
+        _log(f"the site still loads {url}: viewing it needs internet")
     _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
     _log(f"view it with: python -m asv preview --config {config}")
 
