@@ -1,0 +1,110 @@
+"""The MLP regressor pair: one set of weights, the same function, the same training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.harness.backends import require_backend
+from benchmarks.workloads.mlp_regressor import (
+    CONFIGS,
+    MLPConfig,
+    MLPRegressor,
+    MlxSide,
+    TorchSide,
+    init_weights,
+    make_data,
+)
+
+SMALL = MLPConfig(features=32, hidden=64, layers=3, targets=2, batch=64, samples=256)
+
+
+def _pair(config: MLPConfig):
+    weights = init_weights(config, seed=3)
+    return (
+        MlxSide(config, weights, require_backend("mlx-cpu")),
+        TorchSide(config, weights, require_backend("torch-cpu")),
+    )
+
+
+def test_full_size_has_about_1_2_million_parameters():
+    assert 1.1e6 < CONFIGS["full"].parameter_count() < 1.3e6
+    assert CONFIGS["full"].hidden == 512 and CONFIGS["full"].batch == 512
+
+
+def test_both_frameworks_start_from_the_same_weights_and_compute_the_same_function():
+    mlx_side, torch_side = _pair(SMALL)
+    for name, value in torch_side.parameters().items():
+        np.testing.assert_array_equal(mlx_side.parameters()[name], value, err_msg=name)
+    x, _ = make_data(SMALL, 128, seed=11)
+    mlx_mean, mlx_var = (np.array(a) for a in mlx_side.predict(mlx_side_array(x)))
+    torch_mean, torch_var = (a.numpy() for a in torch_side.predict(torch_array(x)))
+    np.testing.assert_allclose(mlx_mean, torch_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mlx_var, torch_var, rtol=1e-4, atol=1e-6)
+    assert np.all(torch_var > 0)
+
+
+def mlx_side_array(x):
+    from benchmarks.harness.frameworks import mx
+
+    return mx.array(x)
+
+
+def torch_array(x):
+    import torch
+
+    return torch.from_numpy(x)
+
+
+def test_training_steps_give_the_same_losses_and_really_update():
+    mlx_side, torch_side = _pair(SMALL)
+    x, y = make_data(SMALL, SMALL.samples, seed=12)
+    mlx_losses, torch_losses = [], []
+    for i in range(0, SMALL.samples, SMALL.batch):
+        xb, yb = x[i : i + SMALL.batch], y[i : i + SMALL.batch]
+        mlx_losses.append(float(mlx_side.step(mlx_side_array(xb), mlx_side_array(yb))))
+        torch_losses.append(float(torch_side.step(torch_array(xb), torch_array(yb))))
+    np.testing.assert_allclose(mlx_losses, torch_losses, rtol=2e-4)
+    after_mlx, after_torch = mlx_side.parameters(), torch_side.parameters()
+    for name, value in after_torch.items():
+        np.testing.assert_allclose(after_mlx[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+    start = init_weights(SMALL, seed=3)
+    assert not np.allclose(after_torch["head.weight"], start["head.weight"]), "the optimizer must step"
+    xb, yb = torch_array(x[: SMALL.batch]), torch_array(y[: SMALL.batch])
+    repeated = [float(torch_side.step(xb, yb)) for _ in range(5)]
+    assert repeated[-1] < repeated[0], f"steps on one batch must lower its loss: {repeated}"
+
+
+def test_gradient_clipping_is_active_on_both_sides():
+    # A clip of 1e-3 and an lr of 1: without clipping the first step would move weights by ~lr.
+    tight = MLPConfig(**{**SMALL.__dict__, "max_grad_norm": 1e-3, "lr": 1.0, "weight_decay": 0.0})
+    mlx_side, torch_side = _pair(tight)
+    x, y = make_data(tight, tight.batch, seed=13)
+    mlx_side.step(mlx_side_array(x), mlx_side_array(y))
+    torch_side.step(torch_array(x), torch_array(y))
+    for name, value in torch_side.parameters().items():
+        np.testing.assert_allclose(mlx_side.parameters()[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", ["mlx-cpu", "torch-cpu"])
+def test_asv_class_runs_every_method(backend, monkeypatch):
+    from benchmarks.workloads import mlp_regressor
+
+    monkeypatch.setitem(mlp_regressor.CONFIGS, "quick", SMALL)
+    mlp_regressor._jobs.clear()
+    bench = MLPRegressor()
+    bench.setup(backend)
+    bench.time_epoch(backend)
+    bench.time_single_sample_latency(backend)
+    assert bench.track_batch256_samples_per_s(backend) > 0
+    assert bench.track_train_step_peak_memory(backend) >= 0
+    mlp_regressor._jobs.clear()
+
+
+def test_compiled_and_absent_backends_are_skipped_with_a_reason():
+    from benchmarks.workloads import mlp_regressor
+
+    for backend, reason in (("torch-compile", "runs eagerly"), ("torch-cuda", "no CUDA device")):
+        mlp_regressor._jobs.clear()
+        with pytest.raises(NotImplementedError, match=reason):
+            MLPRegressor().setup(backend)
