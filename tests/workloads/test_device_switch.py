@@ -1,0 +1,48 @@
+"""The CPU/GPU switch chain computes the same thing in both frameworks; without a GPU only its GPU route
+is skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.harness import parity
+from benchmarks.workloads import device_switch as ds
+
+SMALL = ds.ChainConfig(n=64, steps=6)
+
+
+@pytest.mark.parametrize("framework", ds.FRAMEWORKS)
+def test_cpu_chain_matches_the_float64_reference(framework):
+    chain = ds.SwitchChain(framework, "cpu", SMALL)
+    x, w = ds.chain_inputs(SMALL)
+    expected = ds.reference_chain(x, w, SMALL.steps)
+    parity.check(f"DeviceSwitch cpu {framework}", chain.result(), expected, "float32")
+    assert not np.allclose(expected, x), "the chain really transforms its input"
+
+
+def test_mlx_and_torch_chains_agree():
+    mlx_out = ds.SwitchChain("mlx", "cpu", SMALL).result()
+    torch_out = ds.SwitchChain("torch", "cpu", SMALL).result()
+    parity.check("DeviceSwitch mlx vs torch", mlx_out, torch_out.astype(np.float64), "float32", factor=2)
+
+
+@pytest.mark.parametrize("framework", ds.FRAMEWORKS)
+def test_gpu_route_is_skipped_with_the_reason_when_there_is_no_gpu(framework):
+    from benchmarks.harness.backends import get_backend
+
+    gpus = ["mlx-gpu"] if framework == "mlx" else ["torch-cuda", "torch-mps"]
+    if any(get_backend(g).unavailable_reason() is None for g in gpus):
+        pytest.skip("this machine has a GPU: the route runs")
+    with pytest.raises(NotImplementedError, match=f"{framework} cpu-gpu route needs a GPU: .*no"):
+        ds.SwitchChain(framework, "cpu-gpu", SMALL)
+
+
+def test_asv_class_times_the_chain(monkeypatch):
+    monkeypatch.setitem(ds.CONFIGS, "quick", SMALL)
+    ds._chains.clear()
+    bench = ds.DeviceSwitch()
+    for framework in ds.FRAMEWORKS:
+        bench.setup("cpu", framework)
+        bench.time_chain("cpu", framework)
+    ds._chains.clear()
