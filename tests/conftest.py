@@ -17,6 +17,9 @@ TEST_BACKENDS = tuple(
     for name in os.environ.get("MTB_TEST_BACKENDS", "mlx-cpu,torch-cpu").split(",")
     if name.strip()
 )
+# The workload tests compare one backend of each framework: the first of each in TEST_BACKENDS.
+MLX_TEST_BACKEND = next((b for b in TEST_BACKENDS if b.startswith("mlx-")), "mlx-cpu")
+TORCH_TEST_BACKEND = next((b for b in TEST_BACKENDS if b.startswith("torch-")), "torch-cpu")
 COMPILED_BACKENDS = ("torch-compile", *(["mlx-gpu-compiled"] if "mlx-gpu" in TEST_BACKENDS else []))
 # Parity runs on inputs no benchmark has seen: a new seed each session, printed so a failure reproduces
 # with MTB_PARITY_SEED=<seed>.

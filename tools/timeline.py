@@ -204,6 +204,14 @@ class Companions:
     numpy: str = "2.4.6"
     linux: bool = sys.platform.startswith("linux")
     mlx_lm_minimums: dict[str, str] = field(default_factory=dict)
+    # What the workloads build their models with; pinned so that every point installs the same code
+    # around the framework under study (mlx-lm is chosen per MLX release, above).
+    workload_pins: dict[str, str] = field(
+        default_factory=lambda: {"transformers": "5.23.0", "mlx-whisper": "0.4.3"}
+    )
+
+    def shared_pins(self, torch_version: str) -> dict[str, str]:
+        return {"torch": torch_version, "numpy": self.numpy, **self.workload_pins}
 
     def mlx_pins(self, mlx_version: str) -> tuple[dict[str, str], tuple[str, ...]]:
         pins = {"mlx": mlx_version}
@@ -236,7 +244,7 @@ def mlx_timeline(
     points = []
     for version, when in zip(versions, _dated(versions, dates, DAY), strict=True):
         pins, notes = companions.mlx_pins(version)
-        pins |= {"torch": companions.torch, "numpy": companions.numpy}
+        pins |= companions.shared_pins(companions.torch)
         points.append(Point(f"mlx-{version}", pins, when, notes))
     return points
 
@@ -246,7 +254,7 @@ def torch_timeline(
 ) -> list[Point]:
     mlx_pins, notes = companions.mlx_pins(companions.mlx)
     return [
-        Point(f"torch-{version}", {**mlx_pins, "torch": version, "numpy": companions.numpy}, when, notes)
+        Point(f"torch-{version}", {**mlx_pins, **companions.shared_pins(version)}, when, notes)
         for version, when in zip(versions, _dated(versions, dates, DAY), strict=True)
     ]
 
@@ -269,7 +277,7 @@ def combined_timeline(
     for when, framework, version in ordered:
         current[framework] = version
         mlx_pins, notes = companions.mlx_pins(current["mlx"])
-        pins = {**mlx_pins, "torch": current["torch"], "numpy": companions.numpy}
+        pins = {**mlx_pins, **companions.shared_pins(current["torch"])}
         if points and when <= points[-1].date:
             when = points[-1].date + dt.timedelta(minutes=1)
         points.append(Point(f"{framework}-{version}", pins, when, notes))

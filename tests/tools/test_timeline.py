@@ -32,7 +32,15 @@ def test_mlx_timeline_repository_has_one_tagged_commit_per_release(tmp_path):
     assert log[1].split()[2].startswith("2025-11-01") and log[2].split()[2].startswith("2026-10-14")
     assert log[0].split()[2] < log[1].split()[2], "an undated release is kept in version order"
     pins = _git(tmp_path / "t", "show", f"{hashes[0]}:{tl.PINS_FILE}").splitlines()
-    assert pins == ["mlx==0.29.4", "mlx-cpu==0.29.4", "mlx-lm==0.28.0", "torch==2.13.0", "numpy==2.4.6"]
+    assert pins == [
+        "mlx==0.29.4",
+        "mlx-cpu==0.29.4",
+        "mlx-lm==0.28.0",
+        "torch==2.13.0",
+        "numpy==2.4.6",
+        "transformers==5.23.0",
+        "mlx-whisper==0.4.3",
+    ]
     assert "mlx-lm==0.32.2" in _git(tmp_path / "t", "show", f"{hashes[2]}:{tl.PINS_FILE}")
     assert "point 3/3 mlx-0.32.4 (0 left" in messages[-1]
     assert [p["tag"] for p in tl.read_points(tmp_path / "t")] == ["mlx-0.29.4", "mlx-0.30.0", "mlx-0.32.4"]

@@ -1,0 +1,138 @@
+"""What every workload shares: one prepared job per process, the fastest-call throughput probe, the peak
+memory of a region, the memory guard that skips a job too large for the machine, and weight transfer
+from one framework to the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+
+from benchmarks.harness.backends import Backend, require_backend
+from benchmarks.harness.frameworks import mx, torch
+
+Job = TypeVar("Job")
+GIB = 1024**3
+# Fraction of the available memory a job may plan to use: the framework, the allocator's cache and the
+# other process of an asv run need the rest.
+MEMORY_HEADROOM = 0.8
+
+_jobs: dict[Hashable, Any] = {}
+
+
+def prepared(key: Hashable, build: Callable[[], Job]) -> Job:
+    """The job for ``key``, built once per process.
+
+    asv_runner re-runs ``setup`` around every timed call (see harness/suite.py); keeping only the latest
+    job lets a process that walks several parameter sets free the previous model first.
+    """
+    if key not in _jobs:
+        _jobs.clear()
+        _jobs[key] = build()
+    return _jobs[key]
+
+
+def eager_backend(name: str, workload: str) -> Backend:
+    """The activated backend; compiled backends are skipped with the reason (workloads run eagerly)."""
+    backend = require_backend(name)
+    if backend.compiled:
+        raise NotImplementedError(
+            f"{name}: the {workload} workload runs eagerly; compiled variants are timed op by op in "
+            "benchmarks/ops"
+        )
+    return backend
+
+
+def require_memory(backend: Backend, needed_bytes: float, what: str) -> None:
+    """Skip (``NotImplementedError``) when ``what`` needs more memory than ``backend`` has to spare."""
+    available = backend.available_bytes()
+    if needed_bytes > MEMORY_HEADROOM * available:
+        raise NotImplementedError(
+            f"{what} needs about {needed_bytes / GIB:.1f} GiB but {backend.name} has "
+            f"{available / GIB:.1f} GiB available (jobs plan for {MEMORY_HEADROOM:.0%} of it): use "
+            "MTB_PROFILE=quick or a machine with more memory"
+        )
+
+
+def fastest(fn: Callable[[], Any], seconds: float = 0.3, calls: int = 3) -> float:
+    """Seconds of the fastest of at least ``calls`` calls of ``fn`` (which must synchronise)."""
+    best, done, deadline = float("inf"), 0, time.perf_counter() + seconds
+    while done < calls or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+        done += 1
+    return best
+
+
+def peak_bytes(backend: Backend, fn: Callable[[], Any]) -> int:
+    """Peak extra memory while ``fn`` (which must synchronise) runs, by the backend's own counters."""
+    probe = backend.memory_probe()
+    probe.start()
+    fn()
+    return int(probe.peak_bytes())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------------
+def torch_weights(module: Any) -> dict[str, np.ndarray]:
+    """A torch module's parameters and buffers as float32 NumPy arrays (tied weights listed once each
+    name, as in ``state_dict``)."""
+    return {name: t.detach().float().cpu().numpy() for name, t in module.state_dict().items()}
+
+
+def mlx_weights(module: Any) -> dict[str, np.ndarray]:
+    from mlx.utils import tree_flatten
+
+    return {name: np.array(a.astype(mx.float32)) for name, a in tree_flatten(module.parameters())}
+
+
+def load_mlx(
+    module: Any,
+    weights: Mapping[str, np.ndarray],
+    dtype: str = "float32",
+    rename: Callable[[str], str | None] = lambda name: name,
+    transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+) -> None:
+    """Load ``weights`` into an MLX module, strictly: every MLX parameter must be given, with its shape.
+
+    ``rename`` maps a source name to the MLX name (``None`` drops it: buffers MLX computes itself);
+    ``transforms`` maps an MLX name suffix to an array transform (conv weights: torch's (out, in, k) to
+    MLX's (out, k, in)).
+    """
+    converted: list[tuple[str, Any]] = []
+    for name, value in weights.items():
+        target = rename(name)
+        if target is None:
+            continue
+        for suffix, transform in (transforms or {}).items():
+            if target.endswith(suffix):
+                value = transform(value)
+        converted.append((target, mx.array(np.ascontiguousarray(value)).astype(getattr(mx, dtype))))
+    module.load_weights(converted, strict=True)
+    mx.eval(module.parameters())
+
+
+def conv_torch_to_mlx(weight: np.ndarray) -> np.ndarray:
+    """torch conv weights (out, in, *kernel) to MLX's channels-last (out, *kernel, in)."""
+    return np.moveaxis(weight, 1, -1)
+
+
+def torch_dtype(name: str) -> Any:
+    return getattr(torch, name)
+
+
+def same_names(expected: Iterable[str], given: Iterable[str], what: str) -> None:
+    """Raise naming the missing and unexpected parameter names of a weight transfer."""
+    expected_set, given_set = set(expected), set(given)
+    missing, unexpected = sorted(expected_set - given_set), sorted(given_set - expected_set)
+    if missing or unexpected:
+        raise ValueError(
+            f"{what}: weights do not match the model: missing {missing[:8]}"
+            f"{'...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}"
+            f"{'...' if len(unexpected) > 8 else ''}"
+        )

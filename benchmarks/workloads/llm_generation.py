@@ -1,0 +1,390 @@
+"""LLM generation: greedy decoding with a KV cache on the TinyLlama-1.1B (Llama) and Phi-2 (Phi)
+architectures, in float32 and half precision.
+
+The torch side is transformers' ``LlamaForCausalLM`` / ``PhiForCausalLM``, the MLX side mlx-lm's
+``llama`` / ``phi`` ``Model``; both are built from one Hugging Face config and share the same weights
+(initialised once by transformers with a fixed seed, or read from a local checkpoint named by
+``MTB_CHECKPOINT_TINYLLAMA`` / ``MTB_CHECKPOINT_PHI_2``), so greedy decoding yields the same tokens
+(tests/workloads/test_llm_generation.py).  Both loops do the same work per token: the prompt is
+prefilled in one call that projects only its last position onto the vocabulary, then exactly
+``new_tokens`` tokens are decoded one at a time (no end-of-sequence stop, no sampling rules).  Neither
+side waits for the host between decode steps (MLX evaluates asynchronously, torch keeps the token on its
+device); the whole generation is synchronised once at the end.
+
+Metrics: time to first token (prefill), whole generation time, prefill and decode tokens/s, the peak
+memory a generation adds on top of the weights (KV cache, activations) and the weights' own bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmarks.harness.backends import Backend, selected_backend_names
+from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.profiles import active_profile
+from benchmarks.workloads.checkpoints import load_checkpoint, torch_expected, user_checkpoint
+from benchmarks.workloads.common import eager_backend, fastest, peak_bytes, prepared, require_memory
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    key: str  # also the checkpoint variable: MTB_CHECKPOINT_<KEY>
+    model_type: str
+    config: dict[str, Any]  # Hugging Face config of the real model
+    shrunk: dict[str, Any]  # what the quick profile changes
+
+
+ARCHITECTURES = {
+    "tinyllama": Architecture(
+        "tinyllama",
+        "llama",
+        dict(
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=22,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            vocab_size=32000,
+            max_position_embeddings=2048,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+        ),
+        dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=8),
+    ),
+    "phi-2": Architecture(
+        "phi-2",
+        "phi",
+        dict(
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=51200,
+            max_position_embeddings=2048,
+            layer_norm_eps=1e-5,
+            rope_theta=10000.0,
+            partial_rotary_factor=0.4,
+            hidden_act="gelu_new",
+            tie_word_embeddings=False,
+            qk_layernorm=False,
+        ),
+        dict(
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+        ),
+    ),
+}
+NO_DROPOUT = dict(attention_dropout=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    prompt_tokens: int
+    new_tokens: int
+    shrink: bool  # quick: the architectures shrunk (hidden 256, 4 layers), vocabularies kept
+    dtypes: tuple[str, ...] = field(default=("float32", "bfloat16"))
+
+
+CONFIGS = {
+    "quick": GenerationConfig(prompt_tokens=64, new_tokens=16, shrink=True),
+    "full": GenerationConfig(
+        prompt_tokens=128, new_tokens=200, shrink=False, dtypes=("float32", "float16", "bfloat16")
+    ),
+}
+
+
+def hf_config(arch: Architecture, shrink: bool, overrides: dict[str, Any] | None = None) -> Any:
+    import transformers
+
+    values = {**arch.config, **(arch.shrunk if shrink else {}), **NO_DROPOUT, **(overrides or {})}
+    cls = transformers.LlamaConfig if arch.model_type == "llama" else transformers.PhiConfig
+    return cls(**values)
+
+
+def parameter_count(config: Any) -> int:
+    """Parameters of a Llama or Phi config, from its dimensions (no model is built)."""
+    d, f, layers, vocab = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_hidden_layers,
+        config.vocab_size,
+    )
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    kv = d // heads * kv_heads
+    if config.model_type == "llama":
+        per_layer = d * (2 * d + 2 * kv) + 3 * d * f + 2 * d
+        return layers * per_layer + vocab * d * (1 if config.tie_word_embeddings else 2) + d
+    per_layer = (d + 1) * (2 * d + 2 * kv) + 2 * d * f + f + d + 2 * d
+    return layers * per_layer + vocab * d + (d + 1) * vocab + 2 * d
+
+
+def rope_settings(config: Any) -> dict[str, float]:
+    """transformers 5 keeps rope_theta and partial_rotary_factor inside ``rope_parameters``; mlx-lm reads
+    them at the top level (and would otherwise take its own defaults)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    settings = {"rope_theta": float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))}
+    if config.model_type == "phi":
+        settings["partial_rotary_factor"] = float(
+            params.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 0.4))
+        )
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------
+def build_torch_model(config: Any, seed: int = 0, checkpoint: Any = None) -> Any:
+    """The transformers model in float32 on the CPU: random weights from ``seed``, or a checkpoint's."""
+    import transformers
+
+    torch.manual_seed(seed)
+    cls = transformers.LlamaForCausalLM if config.model_type == "llama" else transformers.PhiForCausalLM
+    model = cls(config).eval()
+    if checkpoint is not None:
+        state = {name: torch.from_numpy(value) for name, value in checkpoint.weights.items()}
+        model.load_state_dict(state, strict=False)
+        if "lm_head.weight" not in state and config.tie_word_embeddings:
+            model.tie_weights()
+    return model
+
+
+def mlx_model_args(config: Any) -> Any:
+    """mlx-lm's ModelArgs for the same config; mlx-lm's llama defaults to tied embeddings where
+    transformers does not, so the flag is always passed."""
+    if config.model_type == "llama":
+        from mlx_lm.models.llama import ModelArgs
+    else:
+        from mlx_lm.models.phi import ModelArgs
+    values = config.to_dict() | rope_settings(config)
+    args = ModelArgs.from_dict(values)
+    if hasattr(args, "tie_word_embeddings"):
+        args.tie_word_embeddings = bool(config.tie_word_embeddings)
+    return args
+
+
+def build_mlx_model(config: Any, torch_model: Any, dtype: str) -> Any:
+    """mlx-lm's model holding the torch model's weights (same names), converted tensor by tensor."""
+    if config.model_type == "llama":
+        from mlx_lm.models.llama import Model
+    else:
+        from mlx_lm.models.phi import Model
+    model = Model(mlx_model_args(config))
+    target = getattr(mx, dtype)
+    tied = config.tie_word_embeddings
+    weights = [
+        (name, mx.array(tensor.detach().float().numpy()).astype(target))
+        for name, tensor in torch_model.state_dict().items()
+        if not (tied and name == "lm_head.weight")
+    ]
+    model.load_weights(weights, strict=True)
+    mx.eval(model.parameters())
+    return model
+
+
+def checkpoint_for(arch: Architecture) -> Any:
+    """The user's local checkpoint for ``arch`` (checked against its own config), or None."""
+    path = user_checkpoint(arch.key)
+    if path is None:
+        return None
+    from benchmarks.workloads.checkpoints import read_config
+
+    config = hf_config(arch, shrink=False, overrides=read_config(path, [arch.model_type]))
+    expected, optional = torch_expected(build_torch_model(config))
+    return load_checkpoint(path, [arch.model_type], expected, optional)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The two generation loops
+# ---------------------------------------------------------------------------------------------------
+class TorchGenerator:
+    def __init__(self, model: Any, backend: Backend, dtype: str) -> None:
+        self.backend = backend
+        self.model = model.to(dtype=getattr(torch, dtype), device=backend.torch_device())
+
+    def prefill(self, prompt: Any) -> tuple[Any, Any]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values
+
+    def generate(self, prompt: Any, new_tokens: int) -> Any:
+        with torch.inference_mode():
+            token, cache = self.prefill(prompt)
+            tokens = [token]
+            for _ in range(new_tokens - 1):
+                out = self.model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                token, cache = out.logits[:, -1].argmax(-1, keepdim=True), out.past_key_values
+                tokens.append(token)
+            return torch.cat(tokens, dim=1)
+
+    def first_token(self, prompt: Any) -> Any:
+        with torch.inference_mode():
+            return self.prefill(prompt)[0]
+
+    def logits(self, tokens: Any) -> Any:
+        with torch.inference_mode():
+            return self.model(input_ids=tokens).logits
+
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())  # tied ones once
+
+
+class MlxGenerator:
+    def __init__(self, model: Any, backend: Backend, dtype: str) -> None:
+        self.backend = backend
+        self.model = model
+
+    def _last_logits(self, tokens: Any, cache: Any) -> Any:
+        hidden = self.model.model(tokens, cache=cache)[:, -1:, :]
+        if hasattr(self.model, "lm_head"):
+            return self.model.lm_head(hidden)
+        return self.model.model.embed_tokens.as_linear(hidden)
+
+    def prefill(self, prompt: Any) -> tuple[Any, Any]:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        cache = make_prompt_cache(self.model)
+        return mx.argmax(self._last_logits(prompt, cache)[:, -1], axis=-1, keepdims=True), cache
+
+    def generate(self, prompt: Any, new_tokens: int) -> Any:
+        token, cache = self.prefill(prompt)
+        tokens = [token]
+        for _ in range(new_tokens - 1):
+            mx.async_eval(token)
+            token = mx.argmax(self._last_logits(token, cache)[:, -1], axis=-1, keepdims=True)
+            tokens.append(token)
+        return mx.concatenate(tokens, axis=1)
+
+    def first_token(self, prompt: Any) -> Any:
+        return self.prefill(prompt)[0]
+
+    def logits(self, tokens: Any) -> Any:
+        return self.model(tokens)
+
+    def weight_bytes(self) -> int:
+        from mlx.utils import tree_flatten
+
+        return sum(a.nbytes for _, a in tree_flatten(self.model.parameters()))
+
+
+def make_generator(backend: Backend, config: Any, dtype: str, checkpoint: Any = None, seed: int = 0) -> Any:
+    torch_model = build_torch_model(config, seed, checkpoint)
+    if backend.framework == "torch":
+        return TorchGenerator(torch_model, backend, dtype)
+    model = build_mlx_model(config, torch_model, dtype)
+    del torch_model
+    return MlxGenerator(model, backend, dtype)
+
+
+def make_prompt(config: Any, length: int, seed: int = 1) -> np.ndarray:
+    """A fixed-seed prompt of token ids (tokenization is outside the workload: ids are its input)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, config.vocab_size, size=(1, length), dtype=np.int64)
+
+
+def generation_bytes(config: Any, dtype: str, prompt: int, new: int, framework: str) -> float:
+    """Memory the job plans for: float32 weights to build from, the weights in ``dtype`` (MLX also keeps
+    the torch copy while converting), and the KV cache."""
+    params = parameter_count(config)
+    head_dim = config.hidden_size // config.num_attention_heads
+    kv_cache = 2 * config.num_hidden_layers * (prompt + new) * config.num_key_value_heads * head_dim
+    width = DTYPE_BYTES[dtype]
+    return params * 4 + params * width * (1 if framework == "mlx" else 0) + kv_cache * width
+
+
+# ---------------------------------------------------------------------------------------------------
+# One prepared job per benchmark process
+# ---------------------------------------------------------------------------------------------------
+class GenerationJob:
+    def __init__(self, backend_name: str, model: str, dtype: str, config: GenerationConfig) -> None:
+        self.backend = eager_backend(backend_name, "LLM generation")
+        if dtype not in config.dtypes:
+            raise NotImplementedError(f"{dtype}: the {active_profile().name} profile runs {config.dtypes}")
+        arch = ARCHITECTURES[model]
+        checkpoint = checkpoint_for(arch)
+        if checkpoint is not None:
+            hf = hf_config(arch, shrink=False, overrides=checkpoint.config)
+        else:
+            hf = hf_config(arch, shrink=config.shrink)
+        needed = generation_bytes(hf, dtype, config.prompt_tokens, config.new_tokens, self.backend.framework)
+        require_memory(self.backend, needed, f"{model} generation in {dtype}")
+        self.config = config
+        self.generator = make_generator(self.backend, hf, dtype, checkpoint)
+        self.prompt = self.backend.asarray(make_prompt(hf, config.prompt_tokens), "int64")
+        self.generate()  # warm-up: kernels, allocator caches
+
+    def first_token(self) -> None:
+        self.backend.sync(self.generator.first_token(self.prompt))
+
+    def generate(self) -> Any:
+        tokens = self.generator.generate(self.prompt, self.config.new_tokens)
+        self.backend.sync(tokens)
+        return tokens
+
+    def prefill_tokens_per_s(self) -> float:
+        return self.config.prompt_tokens / fastest(self.first_token)
+
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first over the time they add to the prefill (fastest of each)."""
+        decode = fastest(self.generate) - fastest(self.first_token)
+        return (self.config.new_tokens - 1) / decode if decode > 0 else math.nan
+
+    def peak_bytes(self) -> int:
+        return peak_bytes(self.backend, self.generate)
+
+
+class LLMGeneration:
+    """Greedy generation with a KV cache: prefill (time to first token) and a fixed number of tokens."""
+
+    params = [selected_backend_names(), list(ARCHITECTURES), list(CONFIGS[active_profile().name].dtypes)]
+    param_names = ["backend", "model", "dtype"]
+    rounds = 2
+    repeat = (3, 10, 5.0)
+    sample_time = 0.001
+    warmup_time = 0.0
+    timeout = 3600
+
+    def setup(self, backend: str, model: str, dtype: str) -> None:
+        config = CONFIGS[active_profile().name]
+        self.job = prepared(
+            ("llm", backend, model, dtype), lambda: GenerationJob(backend, model, dtype, config)
+        )
+
+    def time_time_to_first_token(self, backend: str, model: str, dtype: str) -> None:
+        self.job.first_token()
+
+    def time_generate(self, backend: str, model: str, dtype: str) -> None:
+        self.job.generate()
+
+    def track_prefill_tokens_per_s(self, backend: str, model: str, dtype: str) -> float:
+        return self.job.prefill_tokens_per_s()
+
+    track_prefill_tokens_per_s.unit = "tokens/s"
+
+    def track_decode_tokens_per_s(self, backend: str, model: str, dtype: str) -> float:
+        return self.job.decode_tokens_per_s()
+
+    track_decode_tokens_per_s.unit = "tokens/s"
+
+    def track_generate_peak_memory(self, backend: str, model: str, dtype: str) -> int:
+        return self.job.peak_bytes()
+
+    track_generate_peak_memory.unit = "bytes"
+
+    def track_weights_memory(self, backend: str, model: str, dtype: str) -> int:
+        return self.job.generator.weight_bytes()
+
+    track_weights_memory.unit = "bytes"
