@@ -15,6 +15,7 @@ from benchmarks.workloads.mlp_regressor import (
     init_weights,
     make_data,
 )
+from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
 
 SMALL = MLPConfig(features=32, hidden=64, layers=3, targets=2, batch=64, samples=256)
 
@@ -22,8 +23,8 @@ SMALL = MLPConfig(features=32, hidden=64, layers=3, targets=2, batch=64, samples
 def _pair(config: MLPConfig):
     weights = init_weights(config, seed=3)
     return (
-        MlxSide(config, weights, require_backend("mlx-cpu")),
-        TorchSide(config, weights, require_backend("torch-cpu")),
+        MlxSide(config, weights, require_backend(MLX_TEST_BACKEND)),
+        TorchSide(config, weights, require_backend(TORCH_TEST_BACKEND)),
     )
 
 
@@ -86,7 +87,7 @@ def test_gradient_clipping_is_active_on_both_sides():
         np.testing.assert_allclose(mlx_side.parameters()[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("backend", ["mlx-cpu", "torch-cpu"])
+@pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
 def test_asv_class_runs_every_method(backend, monkeypatch):
     from benchmarks.workloads import mlp_regressor
 
