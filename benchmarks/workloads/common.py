@@ -80,9 +80,9 @@ def peak_bytes(backend: Backend, fn: Callable[[], Any]) -> int:
 # Weights
 # ---------------------------------------------------------------------------------------------------
 def torch_weights(module: Any) -> dict[str, np.ndarray]:
-    """A torch module's parameters and buffers as float32 NumPy arrays (tied weights listed once each
-    name, as in ``state_dict``)."""
-    return {name: t.detach().float().cpu().numpy() for name, t in module.state_dict().items()}
+    """A torch module's parameters and buffers as float32 NumPy copies, under every ``state_dict`` name
+    (a tied weight under each of its names); copies, so that later training cannot change them."""
+    return {name: t.detach().float().cpu().numpy().copy() for name, t in module.state_dict().items()}
 
 
 def mlx_weights(module: Any) -> dict[str, np.ndarray]:
