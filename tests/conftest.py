@@ -20,6 +20,10 @@ TEST_BACKENDS = tuple(
 # The workload tests compare one backend of each framework: the first of each in TEST_BACKENDS.
 MLX_TEST_BACKEND = next((b for b in TEST_BACKENDS if b.startswith("mlx-")), "mlx-cpu")
 TORCH_TEST_BACKEND = next((b for b in TEST_BACKENDS if b.startswith("torch-")), "torch-cpu")
+# A torch accelerator backend that is absent on every machine (CUDA and MPS never coexist): the tests
+# of skip reasons use it.
+ABSENT_TORCH_BACKEND = "torch-mps" if "torch-cuda" in TEST_BACKENDS else "torch-cuda"
+ABSENT_REASON = "no (CUDA|MPS) device"
 COMPILED_BACKENDS = ("torch-compile", *(["mlx-gpu-compiled"] if "mlx-gpu" in TEST_BACKENDS else []))
 # Parity runs on inputs no benchmark has seen: a new seed each session, printed so a failure reproduces
 # with MTB_PARITY_SEED=<seed>.

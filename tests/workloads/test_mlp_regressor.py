@@ -15,7 +15,7 @@ from benchmarks.workloads.mlp_regressor import (
     init_weights,
     make_data,
 )
-from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
 
 SMALL = MLPConfig(features=32, hidden=64, layers=3, targets=2, batch=64, samples=256)
 
@@ -39,7 +39,7 @@ def test_both_frameworks_start_from_the_same_weights_and_compute_the_same_functi
         np.testing.assert_array_equal(mlx_side.parameters()[name], value, err_msg=name)
     x, _ = make_data(SMALL, 128, seed=11)
     mlx_mean, mlx_var = (np.array(a) for a in mlx_side.predict(mlx_side_array(x)))
-    torch_mean, torch_var = (a.numpy() for a in torch_side.predict(torch_array(x)))
+    torch_mean, torch_var = (a.cpu().numpy() for a in torch_side.predict(torch_array(x)))
     np.testing.assert_allclose(mlx_mean, torch_mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mlx_var, torch_var, rtol=1e-4, atol=1e-6)
     assert np.all(torch_var > 0)
@@ -52,9 +52,8 @@ def mlx_side_array(x):
 
 
 def torch_array(x):
-    import torch
 
-    return torch.from_numpy(x)
+    return require_backend(TORCH_TEST_BACKEND).asarray(x, "float32")
 
 
 def test_training_steps_give_the_same_losses_and_really_update():
@@ -105,7 +104,7 @@ def test_asv_class_runs_every_method(backend, monkeypatch):
 def test_compiled_and_absent_backends_are_skipped_with_a_reason():
     from benchmarks.workloads import mlp_regressor
 
-    for backend, reason in (("torch-compile", "runs eagerly"), ("torch-cuda", "no CUDA device")):
+    for backend, reason in (("torch-compile", "runs eagerly"), (ABSENT_TORCH_BACKEND, ABSENT_REASON)):
         mlp_regressor._jobs.clear()
         with pytest.raises(NotImplementedError, match=reason):
             MLPRegressor().setup(backend)

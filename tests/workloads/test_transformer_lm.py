@@ -23,11 +23,16 @@ from benchmarks.workloads.transformer_lm import (
     markov_batches,
     warmup_lr,
 )
-from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
 
 TINY = LMConfig(
     layers=2, dim=32, heads=4, ffn=64, context=16, vocab=50, batch=2, warmup_steps=3, batches=2, loss_steps=4
 )
+
+
+def _on_torch(tokens: np.ndarray):
+    """Token ids on the torch test backend's device."""
+    return require_backend(TORCH_TEST_BACKEND).asarray(tokens, "int64")
 
 
 def _pair(config: LMConfig = TINY) -> tuple[MlxSide, TorchSide]:
@@ -40,7 +45,7 @@ def _pair(config: LMConfig = TINY) -> tuple[MlxSide, TorchSide]:
 
 def _step_both(mlx_side: MlxSide, torch_side: TorchSide, tokens: np.ndarray, targets: np.ndarray):
     mlx_loss = float(mlx_side.step(mx.array(tokens), mx.array(targets)))
-    torch_loss = float(torch_side.step(torch.from_numpy(tokens).long(), torch.from_numpy(targets).long()))
+    torch_loss = float(torch_side.step(_on_torch(tokens), _on_torch(targets)))
     return mlx_loss, torch_loss
 
 
@@ -87,7 +92,7 @@ def test_logits_match(factor):
     torch_side = TorchSide(TINY, weights, require_backend(TORCH_TEST_BACKEND))
     tokens, _ = markov_batches(TINY, 1, seed=5)[0]
     mlx_logits = np.array(mlx_side.logits(mx.array(tokens)))
-    torch_logits = torch_side.logits(torch.from_numpy(tokens).long()).numpy()
+    torch_logits = torch_side.logits(_on_torch(tokens)).cpu().numpy()
     assert mlx_logits.shape == (TINY.batch, TINY.context, TINY.vocab)
     scale = float(np.abs(torch_logits).max())
     np.testing.assert_allclose(mlx_logits, torch_logits, rtol=1e-4, atol=1e-5 * scale)
@@ -101,7 +106,7 @@ def test_final_layer_norm_is_applied_on_both_sides():
     torch_side = TorchSide(TINY, weights, require_backend(TORCH_TEST_BACKEND))
     tokens, _ = markov_batches(TINY, 1, seed=5)[0]
     assert not np.any(np.array(mlx_side.logits(mx.array(tokens))))
-    assert not np.any(torch_side.logits(torch.from_numpy(tokens).long()).numpy())
+    assert not np.any(torch_side.logits(_on_torch(tokens)).cpu().numpy())
 
 
 def test_causal_attention_ignores_later_tokens_on_both_sides():
@@ -111,7 +116,7 @@ def test_causal_attention_ignores_later_tokens_on_both_sides():
     changed[:, -1] = (changed[:, -1] + 1) % TINY.vocab
     for logits in (
         lambda t: np.array(mlx_side.logits(mx.array(t))),
-        lambda t: torch_side.logits(torch.from_numpy(t).long()).numpy(),
+        lambda t: torch_side.logits(_on_torch(t)).cpu().numpy(),
     ):
         before, after = logits(tokens), logits(changed)
         np.testing.assert_array_equal(before[:, :-1], after[:, :-1])
@@ -188,7 +193,7 @@ def test_asv_class_runs_every_method_with_equal_losses(monkeypatch):
     "backend, reason",
     [
         ("torch-compile", "runs eagerly"),
-        ("torch-cuda", "no CUDA device"),
+        (ABSENT_TORCH_BACKEND, ABSENT_REASON),
         ("no-such-backend", "unknown backend"),
     ],
 )

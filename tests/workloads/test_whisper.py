@@ -25,7 +25,7 @@ from benchmarks.workloads.whisper import (
     mlx_name,
     random_torch_model,
 )
-from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
 
 # whisper-tiny's layout, narrowed; the vocabulary stays whole because the prompt uses its top ids.
 TINY = WhisperSize(
@@ -123,12 +123,12 @@ def test_encoder_outputs_and_prompt_logits_match():
     mlx_side, torch_side, _ = _pair(TINY)
     mlx_features, torch_features = _encode_both(mlx_side, torch_side, TINY)
     assert mlx_features.shape == tuple(torch_features.shape) == (1, TINY.audio_positions, TINY.d_model)
-    encoder_diff = _close(np.array(mlx_features), torch_features.numpy(), rtol=1e-4, atol=1e-5)
+    encoder_diff = _close(np.array(mlx_features), torch_features.cpu().numpy(), rtol=1e-4, atol=1e-5)
     prompt = np.array([PROMPT])
     mlx_logits, _ = mlx_side.logits(mlx_features, mlx_side.backend.asarray(prompt, "int32"))
     torch_logits, _ = torch_side.logits(torch_features, torch_side.backend.asarray(prompt, "int64"))
     assert mlx_logits.shape == tuple(torch_logits.shape) == (1, len(PROMPT), TINY.vocab)
-    logits_diff = _close(np.array(mlx_logits), torch_logits.numpy(), rtol=1e-4, atol=1e-5)
+    logits_diff = _close(np.array(mlx_logits), torch_logits.cpu().numpy(), rtol=1e-4, atol=1e-5)
     print(f"float32 max |diff|: encoder {encoder_diff:.2e}, prompt logits {logits_diff:.2e}")
 
 
@@ -136,7 +136,7 @@ def test_greedy_decoding_gives_the_same_tokens_with_the_same_logits_at_every_ste
     mlx_side, torch_side, _ = _pair(VARIED)
     mlx_features, torch_features = _encode_both(mlx_side, torch_side, VARIED)
     steps = VARIED.new_tokens
-    torch_tokens = torch_side.decode(torch_features, steps).numpy()
+    torch_tokens = torch_side.decode(torch_features, steps).cpu().numpy()
     mlx_tokens = np.array(mlx_side.decode(mlx_features, steps))
     # Teacher-forced: both caches are fed torch's tokens, so every step's logits compare even if a
     # near-tie flipped one argmax.  A flip needs a top-2 margin below the logit difference: the margin
@@ -147,7 +147,7 @@ def test_greedy_decoding_gives_the_same_tokens_with_the_same_logits_at_every_ste
     for step in range(steps):
         mlx_logits, mlx_cache = mlx_side.logits(mlx_features, mlx_in, mlx_cache)
         torch_logits, torch_cache = torch_side.logits(torch_features, torch_in, torch_cache)
-        expected = torch_logits[0, -1].numpy()
+        expected = torch_logits[0, -1].cpu().numpy()
         worst_diff = max(worst_diff, _close(np.array(mlx_logits[0, -1]), expected, rtol=1e-4, atol=1e-5))
         top2 = np.sort(expected)[-2:]
         smallest_margin = min(smallest_margin, float(top2[1] - top2[0]))
@@ -164,12 +164,12 @@ def test_greedy_decoding_gives_the_same_tokens_with_the_same_logits_at_every_ste
 def test_float16_runs_on_both_sides_from_the_same_rounded_weights():
     mlx_side, torch_side, _ = _pair(TINY, "float16")
     _assert_same_weights(mlx_side, torch_weights(torch_side.model))  # float16 values, compared exactly
-    table = torch_side.model.model.encoder.embed_positions.weight.float().numpy()
+    table = torch_side.model.model.encoder.embed_positions.weight.float().cpu().numpy()
     np.testing.assert_array_equal(np.array(mlx_side.model.encoder._positional_embedding), table)
     mlx_features, torch_features = _encode_both(mlx_side, torch_side, TINY, "float16")
     assert mlx_side.backend.to_numpy(mlx_features).dtype == np.float32  # converted for the comparison
     assert "float16" in str(mlx_features.dtype) and "float16" in str(torch_features.dtype)
-    expected = torch_features.float().numpy()
+    expected = torch_features.float().cpu().numpy()
     diff = _close(mlx_side.backend.to_numpy(mlx_features), expected, rtol=2e-2, atol=1e-2)
     print(f"float16 encoder max |diff| {diff:.2e}")
 
@@ -217,7 +217,11 @@ def test_asv_class_runs_every_method(backend, dtype, tiny_quick):
 
 @pytest.mark.parametrize(
     ("backend", "reason"),
-    [("torch-compile", "runs eagerly"), ("torch-cuda", "no CUDA device"), ("jax-cpu", "unknown backend")],
+    [
+        ("torch-compile", "runs eagerly"),
+        (ABSENT_TORCH_BACKEND, ABSENT_REASON),
+        ("jax-cpu", "unknown backend"),
+    ],
 )
 def test_compiled_absent_and_unknown_backends_are_skipped_with_a_reason(backend, reason, tiny_quick):
     with pytest.raises(NotImplementedError, match=reason):
@@ -259,7 +263,7 @@ def test_a_local_checkpoint_drives_both_sides(saved_tiny, monkeypatch, tiny_quic
         mlx_weights(mlx_job.side.model)[layer_norm],
         saved["model.decoder.layers.1.encoder_attn_layer_norm.bias"],
     )
-    _close(np.array(mlx_job.features), torch_job.features.numpy(), rtol=1e-4, atol=1e-5)
+    _close(np.array(mlx_job.features), torch_job.features.cpu().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_a_checkpoint_missing_a_tensor_or_of_another_model_is_refused(saved_tiny, tmp_path, monkeypatch):
