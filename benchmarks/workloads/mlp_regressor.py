@@ -34,6 +34,7 @@ class MLPConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
+    adam_eps: float = 1e-8
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         widths = [self.features] + [self.hidden] * self.layers
@@ -102,7 +103,7 @@ class TorchSide:
             self.model.parameters(),
             lr=config.lr,
             betas=(0.9, 0.999),
-            eps=1e-8,
+            eps=config.adam_eps,
             weight_decay=config.weight_decay,
         )
 
@@ -153,7 +154,7 @@ class MlxSide:
         self.optimizer = optim.AdamW(
             learning_rate=config.lr,
             betas=[0.9, 0.999],
-            eps=1e-8,
+            eps=config.adam_eps,
             weight_decay=config.weight_decay,
             bias_correction=True,  # as torch does; MLX's default leaves the first steps uncorrected
         )
