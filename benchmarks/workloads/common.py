@@ -46,6 +46,20 @@ def eager_backend(name: str, workload: str) -> Backend:
     return backend
 
 
+def require_module(module: str, workload: str) -> None:
+    """Skip (``NotImplementedError``) when a package a workload builds its model with cannot be imported
+    (for instance an MLX release that no mlx-lm release supports: the timeline then pins none)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise NotImplementedError(
+            f"the {workload} workload needs {module}, which cannot be imported here ({exc}); install it "
+            "(pyproject's cpu extra) or use a timeline point that pins it"
+        ) from None
+
+
 def require_memory(backend: Backend, needed_bytes: float, what: str) -> None:
     """Skip (``NotImplementedError``) when ``what`` needs more memory than ``backend`` has to spare."""
     available = backend.available_bytes()

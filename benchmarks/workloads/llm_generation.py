@@ -17,6 +17,7 @@ memory a generation adds on top of the weights (KV cache, activations) and the w
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,14 @@ from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.checkpoints import load_checkpoint, torch_expected, user_checkpoint
-from benchmarks.workloads.common import eager_backend, fastest, peak_bytes, prepared, require_memory
+from benchmarks.workloads.common import (
+    eager_backend,
+    fastest,
+    peak_bytes,
+    prepared,
+    require_memory,
+    require_module,
+)
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -246,9 +254,13 @@ class MlxGenerator:
     def __init__(self, model: Any, backend: Backend, dtype: str) -> None:
         self.backend = backend
         self.model = model
+        # mlx-lm up to 0.26 declares phi's inner model as (x, mask, cache); None means causal there too
+        inner = inspect.signature(model.model.__call__).parameters
+        mask_required = "mask" in inner and inner["mask"].default is inspect.Parameter.empty
+        self._extra = {"mask": None} if mask_required else {}
 
     def _last_logits(self, tokens: Any, cache: Any) -> Any:
-        hidden = self.model.model(tokens, cache=cache)[:, -1:, :]
+        hidden = self.model.model(tokens, **self._extra, cache=cache)[:, -1:, :]
         if hasattr(self.model, "lm_head"):
             return self.model.lm_head(hidden)
         return self.model.model.embed_tokens.as_linear(hidden)
@@ -311,6 +323,9 @@ def generation_bytes(config: Any, dtype: str, prompt: int, new: int, framework: 
 class GenerationJob:
     def __init__(self, backend_name: str, model: str, dtype: str, config: GenerationConfig) -> None:
         self.backend = eager_backend(backend_name, "LLM generation")
+        require_module("transformers", "LLM generation")
+        if self.backend.framework == "mlx":
+            require_module("mlx_lm", "LLM generation")
         if dtype not in config.dtypes:
             raise NotImplementedError(f"{dtype}: the {active_profile().name} profile runs {config.dtypes}")
         arch = ARCHITECTURES[model]

@@ -38,6 +38,7 @@ from benchmarks.workloads.common import (
     peak_bytes,
     prepared,
     require_memory,
+    require_module,
     torch_dtype,
     torch_weights,
 )
@@ -388,6 +389,9 @@ def mel_for(backend: Backend, mel: np.ndarray, dtype: str) -> Any:
 class WhisperJob:
     def __init__(self, backend_name: str, dtype: str, size: WhisperSize, seed: int = 0) -> None:
         self.backend = eager_backend(backend_name, "Whisper inference")
+        require_module("transformers", "Whisper")
+        if self.backend.framework == "mlx":
+            require_module("mlx_whisper", "Whisper")
         if dtype not in DTYPES:
             raise NotImplementedError(f"dtype {dtype!r}: the Whisper workload runs {', '.join(DTYPES)}")
         path = checkpoints.user_checkpoint(CHECKPOINT_MODEL)

@@ -145,6 +145,33 @@ def test_what_cannot_run_is_skipped_with_a_reason(backend, dtype, message, monke
         llm.LLMGeneration().setup(backend, "phi-2", dtype)
 
 
+def test_a_missing_mlx_lm_skips_the_mlx_side_with_a_reason(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what an MLX release without an mlx-lm looks like
+    with pytest.raises(NotImplementedError, match="needs mlx_lm, which cannot be imported"):
+        llm.GenerationJob(MLX_TEST_BACKEND, "tinyllama", "float32", llm.CONFIGS["quick"])
+
+
+def test_mlx_lm_before_0_27_calling_convention_is_supported():
+    """mlx-lm up to 0.26 (the one for MLX 0.26.5-0.29) declares phi's inner model as (x, mask, cache)."""
+    from benchmarks.harness.frameworks import mx
+
+    class Inner:
+        def __call__(self, x, mask, cache):
+            assert mask is None
+            return mx.zeros((1, 3, 4))
+
+    class Outer:
+        model = Inner()
+
+        def lm_head(self, hidden):
+            return hidden
+
+    generator = llm.MlxGenerator(Outer(), require_backend(MLX_TEST_BACKEND), "float32")
+    assert generator._last_logits(mx.zeros((1, 3), dtype=mx.int32), cache=None).shape == (1, 1, 4)
+
+
 def test_a_model_too_large_for_the_memory_is_skipped_with_a_reason(monkeypatch):
     from benchmarks.harness.backends import get_backend
 
