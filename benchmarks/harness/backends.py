@@ -49,6 +49,25 @@ def _threads() -> int:
     return int(raw)
 
 
+# How the frameworks word an allocation failure: torch's CUDA/MPS allocators ("CUDA out of memory"),
+# its CPU allocator ("DefaultCPUAllocator: can't allocate memory"), MLX's ("[malloc] Unable to allocate
+# ... out of memory", Metal's "... greater than the maximum allowed buffer size") and the C++
+# allocators behind both ("failed to allocate").
+_OUT_OF_MEMORY_WORDS = (
+    "out of memory",
+    "failed to allocate",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "maximum allowed buffer size",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a framework's allocation failure (a run too large for the device)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)
+
+
 def host_available_bytes() -> int:
     try:
         with open("/proc/meminfo") as meminfo:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import parity
-from benchmarks.harness.backends import Backend, require_backend
+from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
 
@@ -25,11 +25,6 @@ MEMORY_HEADROOM = 3.0
 def stable_seed(*parts: str) -> int:
     """The same seed for the same op and case in every process, run and machine."""
     return zlib.crc32("|".join(parts).encode())
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or "out of memory" in text or "failed to allocate" in text
 
 
 @dataclass
@@ -84,7 +79,7 @@ class OpRun:
         except NotImplementedError:
             raise
         except Exception as exc:
-            if _is_out_of_memory(exc):
+            if is_out_of_memory(exc):
                 raise NotImplementedError(
                     f"{spec.name} {case.label} {dtype} on {backend.name} ran out of memory: {exc}"
                 ) from None

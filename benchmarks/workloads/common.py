@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from benchmarks.harness.backends import Backend, require_backend
+from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
 from benchmarks.harness.frameworks import mx, torch
 
 Job = TypeVar("Job")
@@ -27,12 +27,28 @@ def prepared(key: Hashable, build: Callable[[], Job]) -> Job:
     """The job for ``key``, built once per process.
 
     asv_runner re-runs ``setup`` around every timed call (see harness/suite.py); keeping only the latest
-    job lets a process that walks several parameter sets free the previous model first.
+    job lets a process that walks several parameter sets free the previous model first.  Building runs
+    the warm-up step, so a job that the memory estimate let through but that does not fit is skipped
+    here, with the framework's message, instead of failing the benchmark.
     """
     if key not in _jobs:
         _jobs.clear()
-        _jobs[key] = build()
+        try:
+            _jobs[key] = build()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise NotImplementedError(
+                f"{_describe(key)} ran out of memory while being prepared (warm-up included): {exc}; "
+                "use MTB_PROFILE=quick or a machine with more memory"
+            ) from None
     return _jobs[key]
+
+
+def _describe(key: Hashable) -> str:
+    """The readable parts of a job key: its names and sizes, not its configuration objects."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return " ".join(str(p) for p in parts if isinstance(p, str | int) and not isinstance(p, bool))
 
 
 def eager_backend(name: str, workload: str) -> Backend:
