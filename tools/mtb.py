@@ -4,6 +4,7 @@ python -m tools.mtb main          build the default timeline, run the suite over
 python -m tools.mtb timeline ...  build a timeline of MLX releases, torch releases, or both (see --help)
 python -m tools.mtb probe         which backends run on this machine, and why the others do not
 python -m tools.mtb spread A B    run-to-run spread between two asv result files
+python -m tools.mtb fidelity      each recorded time against a bare loop of the same call
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from asv import util as asv_util
 from packaging.version import Version
 
+from tools import fidelity as fidelity_tool
 from tools import site
 from tools import spread as spread_tool
 from tools import timeline as tl
@@ -30,6 +32,8 @@ from tools import timeline as tl
 ROOT = Path(__file__).resolve().parent.parent
 # The default timeline: MLX releases from 0.32.2 on (three today) with the local torch 2.13.0.
 DEFAULT_MLX_RANGE = ">=0.32.2"
+# What succeeded is kept (not measured again); every timing keeps its samples, for two-sample tests.
+RUN_FLAGS = ("--skip-existing-successful", "--record-samples")
 
 
 def _log(message: str) -> None:
@@ -130,7 +134,7 @@ def run_points(
     repo = ROOT / conf["repo"]
     if commits != "main" or not (repo / tl.POINT_FILE).exists():
         # asv exits 2 when some benchmarks failed: their failure is recorded, every other result kept.
-        _asv(["run", "--config", config, "--skip-existing-successful", commits, *extra], env, ok_codes=(0, 2))
+        _asv(["run", "--config", config, *RUN_FLAGS, commits, *extra], env, ok_codes=(0, 2))
         return []
     points = tl.read_points(repo)
     failed = []
@@ -142,7 +146,7 @@ def run_points(
             )
             hashfile = Path(tmp) / "point.txt"
             hashfile.write_text(point["commit"] + "\n")
-            args = ["run", "--config", config, "--skip-existing-successful", f"HASHFILE:{hashfile}", *extra]
+            args = ["run", "--config", config, *RUN_FLAGS, f"HASHFILE:{hashfile}", *extra]
             if _asv(args, env, ok_codes=(0, 1, 2)) not in (0, 2):
                 failed.append(point["tag"])
     return failed
@@ -223,7 +227,50 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("second", type=Path)
     sp.add_argument("--min-ms", type=float, default=1.0, help="the threshold between small and large ops")
     sp.add_argument("--worst", type=int, default=10, help="list this many of the least repeatable")
+    fid = sub.add_parser(
+        "fidelity",
+        help="compare each recorded time with a bare back-to-back loop of the same prepared call",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fid.add_argument("--bench", default=r"^ops\.", help="regular expression over benchmark names")
+    fid.add_argument("--backends", default="auto", help="auto (those present), or a comma list")
+    fid.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    fid.add_argument(
+        "--results", type=Path, help="an asv results file to check instead of running asv here now"
+    )
+    fid.add_argument("--out", type=Path, help="folder for the run (default: fidelity/<date-time>)")
+    fid.add_argument("--streams", type=int, default=5, help="bare streams per case (the median is kept)")
+    fid.add_argument("--stream-seconds", type=float, default=0.1, help="length of one bare stream")
+    fid.add_argument("--strict", action="store_true", help="exit 1 when a case is flagged")
     return parser
+
+
+def fidelity_job(args: argparse.Namespace) -> int:
+    from benchmarks.harness.profiles import get_profile
+
+    try:
+        get_profile(args.profile)
+    except ValueError as exc:
+        raise SystemExit(f"mtb: {exc}") from None
+    if args.streams < 1 or args.stream_seconds <= 0:
+        raise SystemExit("mtb fidelity: --streams must be 1 or more and --stream-seconds above 0")
+    backends = resolve_backends(args.backends)
+    out = args.out or ROOT / "fidelity" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=",".join(backends))
+    plan = fidelity_tool.BarePlan(stream_seconds=args.stream_seconds, streams=args.streams)
+    rows = fidelity_tool.fidelity(args.bench, backends, out, args.results, plan, env, log=_log)
+    print(fidelity_tool.format_table(rows))
+    facts = {
+        "profile": args.profile,
+        "backends": backends,
+        "bench": args.bench,
+        "load_average": os.getloadavg(),
+    }
+    fidelity_tool.write_json(rows, out / "fidelity.json", facts)
+    _log(f"wrote {out / 'fidelity.json'}")
+    flagged = sum(r.flagged for r in rows)
+    return 1 if args.strict and flagged else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "spread":
         report = spread_tool.compare_files(args.first, args.second, min_seconds=args.min_ms / 1e3)
         print(spread_tool.format_report(report, worst=args.worst))
+    elif args.command == "fidelity":
+        return fidelity_job(args)
     return 0
 
 

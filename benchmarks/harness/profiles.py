@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from benchmarks.harness.timing import SamplePlan
+
 PROFILE_NAMES = ("quick", "full")
 
 
@@ -28,11 +30,12 @@ class Profile:
     # processes on the 2-core VM), so the quick profile times compiled backends on a representative
     # subset: the first case, in float32, of the ops below.  None means every op, case and dtype.
     compiled_subset: tuple[str, ...] | None
-    # asv timing attributes for time_ methods
+    # asv timing attributes for time_ methods: rounds (each a fresh process, interleaved by asv) and
+    # repeat (min samples, max samples, seconds) per round
     rounds: int
     repeat: tuple[int, int, float]
-    sample_time: float
-    warmup_time: float
+    # one sample: a warm-up burst, then a timed batch of back-to-back calls (harness/timing.py)
+    sample: SamplePlan
     # budget for the fastest-call throughput measurement of track_throughput
     throughput_seconds: float
     throughput_min_calls: int
@@ -44,9 +47,8 @@ PROFILES = {
         low_precision_dtypes=("bfloat16",),
         compiled_subset=("GELU", "Softmax", "LayerNorm", "BCEWithLogits", "SquareMatMul", "SDPA"),
         rounds=4,
-        repeat=(3, 15, 0.1),
-        sample_time=0.002,
-        warmup_time=0.02,
+        repeat=(5, 10, 0.15),
+        sample=SamplePlan(warmup_seconds=0.002, batch_seconds=0.01),
         throughput_seconds=0.1,
         throughput_min_calls=3,
     ),
@@ -56,8 +58,7 @@ PROFILES = {
         compiled_subset=None,
         rounds=4,
         repeat=(10, 50, 5.0),
-        sample_time=0.01,
-        warmup_time=0.2,
+        sample=SamplePlan(warmup_seconds=0.01, batch_seconds=0.05),
         throughput_seconds=1.0,
         throughput_min_calls=10,
     ),

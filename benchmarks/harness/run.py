@@ -16,6 +16,7 @@ from benchmarks.harness import parity
 from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
+from benchmarks.harness.timing import TimedCall
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 # Host copies of the inputs (float64 for the reference) plus device inputs, outputs and workspace.
@@ -37,6 +38,7 @@ class OpRun:
     inputs: tuple[np.ndarray, ...]  # float64 (or integer) inputs, already rounded to ``dtype``
     args: tuple[Any, ...]  # the same inputs on the backend, in its layout
     fn: Any
+    _timed: TimedCall | None = None
 
     @classmethod
     def prepare(
@@ -91,8 +93,16 @@ class OpRun:
         return cls(spec, case, dtype, backend, profile, inputs, args, fn)
 
     def call(self) -> None:
-        """The timed region: the op and the synchronisation that forces it to finish."""
+        """One call: the op and the synchronisation that forces it to finish."""
         self.backend.sync(self.fn(*self.args))
+
+    @property
+    def timed(self) -> TimedCall:
+        """``call`` with its warm-up and calibrated batch (harness/timing.py), made on first use: the
+        processes of the ``track_`` metrics never calibrate."""
+        if self._timed is None:
+            self._timed = TimedCall(self.call, self.profile.sample)
+        return self._timed
 
     def fastest_call_seconds(self) -> float:
         """Fastest of repeated calls within the profile's budget: the stable statistic on a noisy host."""
@@ -139,4 +149,5 @@ class OpRun:
     def release(self) -> None:
         self.args = ()
         self.fn = None
+        self._timed = None
         gc.collect()

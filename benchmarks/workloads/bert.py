@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mlx_nn, torch
+from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.bert_model import (
     ARCHS,
@@ -56,7 +57,6 @@ from benchmarks.workloads.common import (
     fastest,
     mlx_weights,
     peak_bytes,
-    prepared,
     require_memory,
     torch_weights,
 )
@@ -269,74 +269,60 @@ def classification_job(
 # ---------------------------------------------------------------------------------------------------
 # asv benchmarks
 # ---------------------------------------------------------------------------------------------------
-class _Timing:
-    rounds = 2
-    repeat = (3, 10, 2.0)
-    sample_time = 0.001
-    warmup_time = 0.0
-    # generous: the full sizes are for accelerators; on a CPU a bert-large step takes minutes
-    timeout = 3600
+BERT_TRACKS = {
+    "samples_per_s": Track("samples/s", BertJob.samples_per_s),
+    "peak_memory": Track("bytes", BertJob.peak_bytes),
+}
+# generous: the full sizes are for accelerators; on a CPU a bert-large step takes minutes
+BERT_TIMEOUT = 3600.0
+
+NLI_JOB = JobSpec(
+    name="BertNLITraining",
+    module=__name__,
+    doc="Training steps of the siamese NLI classifier (8 pairs per step), throughput and peak memory.",
+    params=[selected_backend_names()],
+    param_names=["backend"],
+    build=lambda backend: nli_job(backend, NLI_CONFIGS[active_profile().name]),
+    timings={"train_step_seconds": lambda job: job.train_step},
+    tracks=BERT_TRACKS,
+    timeout=BERT_TIMEOUT,
+)
+CLASSIFICATION_PARAMS = [selected_backend_names(), list(GRID.models), list(GRID.batches), list(GRID.seqs)]
+CLASSIFICATION_PARAM_NAMES = ["backend", "model", "batch", "seq"]
+CLASSIFICATION_TRAINING_JOB = JobSpec(
+    name="BertClassificationTraining",
+    module=__name__,
+    doc="BertForSequenceClassification training steps (forward, cross entropy, backward, AdamW).",
+    params=CLASSIFICATION_PARAMS,
+    param_names=CLASSIFICATION_PARAM_NAMES,
+    build=lambda backend, model, batch, seq: classification_job(backend, model, batch, seq, True, GRID),
+    timings={"train_step_seconds": lambda job: job.train_step},
+    tracks=BERT_TRACKS,
+    timeout=BERT_TIMEOUT,
+)
+CLASSIFICATION_INFERENCE_JOB = JobSpec(
+    name="BertClassificationInference",
+    module=__name__,
+    doc="BertForSequenceClassification forward passes without gradients.",
+    params=CLASSIFICATION_PARAMS,
+    param_names=CLASSIFICATION_PARAM_NAMES,
+    build=lambda backend, model, batch, seq: classification_job(backend, model, batch, seq, False, GRID),
+    timings={"inference_seconds": lambda job: job.inference},
+    tracks=BERT_TRACKS,
+    timeout=BERT_TIMEOUT,
+)
 
 
-class BertNLITraining(_Timing):
-    """Training steps of the siamese NLI classifier (8 pairs per step), throughput and peak memory."""
-
-    params = [selected_backend_names()]
-    param_names = ["backend"]
-
-    def setup(self, backend: str) -> None:
-        config = NLI_CONFIGS[active_profile().name]
-        self.job = prepared(
-            ("bert-nli", backend, config, ARCHS.get(config.model)), lambda: nli_job(backend, config)
-        )
-
-    def time_train_step(self, backend: str) -> None:
-        self.job.train_step()
-
-    def track_samples_per_s(self, backend: str) -> float:
-        return self.job.samples_per_s()
-
-    track_samples_per_s.unit = "samples/s"
-
-    def track_peak_memory(self, backend: str) -> int:
-        return self.job.peak_bytes()
-
-    track_peak_memory.unit = "bytes"
+class BertNLITraining(job_benchmark(NLI_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(NLI_JOB)
 
 
-class _Classification(_Timing):
-    params = [selected_backend_names(), list(GRID.models), list(GRID.batches), list(GRID.seqs)]
-    param_names = ["backend", "model", "batch", "seq"]
-    train: bool
-
-    def setup(self, backend: str, model: str, batch: int, seq: int) -> None:
-        key = ("bert-classification", self.train, backend, model, ARCHS.get(model), batch, seq, GRID)
-        self.job = prepared(key, lambda: classification_job(backend, model, batch, seq, self.train, GRID))
-
-    def track_samples_per_s(self, backend: str, model: str, batch: int, seq: int) -> float:
-        return self.job.samples_per_s()
-
-    track_samples_per_s.unit = "samples/s"
-
-    def track_peak_memory(self, backend: str, model: str, batch: int, seq: int) -> int:
-        return self.job.peak_bytes()
-
-    track_peak_memory.unit = "bytes"
+class BertClassificationTraining(job_benchmark(CLASSIFICATION_TRAINING_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(CLASSIFICATION_TRAINING_JOB)
 
 
-class BertClassificationTraining(_Classification):
-    """BertForSequenceClassification training steps (forward, cross entropy, backward, AdamW)."""
-
-    train = True
-
-    def time_train_step(self, backend: str, model: str, batch: int, seq: int) -> None:
-        self.job.train_step()
-
-
-class BertClassificationInference(_Classification):
-    """BertForSequenceClassification forward passes without gradients."""
-
-    train = False
-
-    def time_inference(self, backend: str, model: str, batch: int, seq: int) -> None:
-        self.job.inference()
+class BertClassificationInference(job_benchmark(CLASSIFICATION_INFERENCE_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(CLASSIFICATION_INFERENCE_JOB)

@@ -1,17 +1,17 @@
-"""What every workload shares: one prepared job per process, the fastest-call throughput probe, the peak
-memory of a region, the memory guard that skips a job too large for the machine, and weight transfer
-from one framework to the other.
+"""What every workload shares: the fastest-call throughput probe, the peak memory of a region, the memory
+guard that skips a job too large for the machine, and weight transfer from one framework to the other.
+How a job is built once and measured is harness/jobs.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
-from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
+from benchmarks.harness.backends import Backend, require_backend
 from benchmarks.harness.frameworks import mx, torch
 
 Job = TypeVar("Job")
@@ -19,36 +19,6 @@ GIB = 1024**3
 # Fraction of the available memory a job may plan to use: the framework, the allocator's cache and the
 # other process of an asv run need the rest.
 MEMORY_HEADROOM = 0.8
-
-_jobs: dict[Hashable, Any] = {}
-
-
-def prepared(key: Hashable, build: Callable[[], Job]) -> Job:
-    """The job for ``key``, built once per process.
-
-    asv_runner re-runs ``setup`` around every timed call (see harness/suite.py); keeping only the latest
-    job lets a process that walks several parameter sets free the previous model first.  Building runs
-    the warm-up step, so a job that the memory estimate let through but that does not fit is skipped
-    here, with the framework's message, instead of failing the benchmark.
-    """
-    if key not in _jobs:
-        _jobs.clear()
-        try:
-            _jobs[key] = build()
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            raise NotImplementedError(
-                f"{_describe(key)} ran out of memory while being prepared (warm-up included): {exc}; "
-                "use MTB_PROFILE=quick or a machine with more memory"
-            ) from None
-    return _jobs[key]
-
-
-def _describe(key: Hashable) -> str:
-    """The readable parts of a job key: its names and sizes, not its configuration objects."""
-    parts = key if isinstance(key, tuple) else (key,)
-    return " ".join(str(p) for p in parts if isinstance(p, str | int) and not isinstance(p, bool))
 
 
 def eager_backend(name: str, workload: str) -> Backend:

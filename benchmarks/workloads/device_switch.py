@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.harness.backends import get_backend
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.jobs import JobSpec, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 
 ROUTES = ("cpu", "cpu-gpu")
@@ -109,30 +110,18 @@ class SwitchChain:
         return self.backends[0].to_numpy(self.run())
 
 
-_chains: dict[tuple[str, str], SwitchChain] = {}
+SWITCH_JOB = JobSpec(
+    name="DeviceSwitch",
+    module=__name__,
+    doc="The whole chain of steps, on the CPU alone or alternating CPU and GPU.",
+    params=[list(ROUTES), list(FRAMEWORKS)],
+    param_names=["route", "framework"],
+    build=lambda route, framework: SwitchChain(framework, route, CONFIGS[active_profile().name]),
+    timings={"chain_seconds": lambda chain: chain.run},
+    timeout=1800,
+)
 
 
-def prepared_chain(framework: str, route: str) -> SwitchChain:
-    """One chain per process (asv_runner re-runs setup around every timed call; see harness/suite.py)."""
-    key = (framework, route)
-    if key not in _chains:
-        _chains.clear()
-        _chains[key] = SwitchChain(framework, route, CONFIGS[active_profile().name])
-    return _chains[key]
-
-
-class DeviceSwitch:
-    """The whole chain of steps, on the CPU alone or alternating CPU and GPU."""
-
-    params = [list(ROUTES), list(FRAMEWORKS)]
-    param_names = ["route", "framework"]
-    rounds = 2
-    repeat = (3, 10, 2.0)
-    warmup_time = 0.0
-    timeout = 1800
-
-    def setup(self, route: str, framework: str) -> None:
-        self.chain = prepared_chain(framework, route)
-
-    def time_chain(self, route: str, framework: str) -> None:
-        self.chain.run()
+class DeviceSwitch(job_benchmark(SWITCH_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(SWITCH_JOB)

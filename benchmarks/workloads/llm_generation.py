@@ -26,13 +26,13 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.checkpoints import load_checkpoint, torch_expected, user_checkpoint
 from benchmarks.workloads.common import (
     eager_backend,
     fastest,
     peak_bytes,
-    prepared,
     require_memory,
     require_module,
 )
@@ -361,45 +361,26 @@ class GenerationJob:
         return peak_bytes(self.backend, self.generate)
 
 
-class LLMGeneration:
-    """Greedy generation with a KV cache: prefill (time to first token) and a fixed number of tokens."""
+LLM_JOB = JobSpec(
+    name="LLMGeneration",
+    module=__name__,
+    doc="Greedy generation with a KV cache: prefill (time to first token) and a fixed number of tokens.",
+    params=[selected_backend_names(), list(ARCHITECTURES), list(CONFIGS[active_profile().name].dtypes)],
+    param_names=["backend", "model", "dtype"],
+    build=lambda backend, model, dtype: GenerationJob(backend, model, dtype, CONFIGS[active_profile().name]),
+    timings={
+        "time_to_first_token_seconds": lambda job: job.first_token,
+        "generate_seconds": lambda job: job.generate,
+    },
+    tracks={
+        "prefill_tokens_per_s": Track("tokens/s", GenerationJob.prefill_tokens_per_s),
+        "decode_tokens_per_s": Track("tokens/s", GenerationJob.decode_tokens_per_s),
+        "generate_peak_memory": Track("bytes", GenerationJob.peak_bytes),
+        "weights_memory": Track("bytes", lambda job: job.generator.weight_bytes()),
+    },
+)
 
-    params = [selected_backend_names(), list(ARCHITECTURES), list(CONFIGS[active_profile().name].dtypes)]
-    param_names = ["backend", "model", "dtype"]
-    rounds = 2
-    repeat = (3, 10, 5.0)
-    sample_time = 0.001
-    warmup_time = 0.0
-    timeout = 3600
 
-    def setup(self, backend: str, model: str, dtype: str) -> None:
-        config = CONFIGS[active_profile().name]
-        self.job = prepared(
-            ("llm", backend, model, dtype), lambda: GenerationJob(backend, model, dtype, config)
-        )
-
-    def time_time_to_first_token(self, backend: str, model: str, dtype: str) -> None:
-        self.job.first_token()
-
-    def time_generate(self, backend: str, model: str, dtype: str) -> None:
-        self.job.generate()
-
-    def track_prefill_tokens_per_s(self, backend: str, model: str, dtype: str) -> float:
-        return self.job.prefill_tokens_per_s()
-
-    track_prefill_tokens_per_s.unit = "tokens/s"
-
-    def track_decode_tokens_per_s(self, backend: str, model: str, dtype: str) -> float:
-        return self.job.decode_tokens_per_s()
-
-    track_decode_tokens_per_s.unit = "tokens/s"
-
-    def track_generate_peak_memory(self, backend: str, model: str, dtype: str) -> int:
-        return self.job.peak_bytes()
-
-    track_generate_peak_memory.unit = "bytes"
-
-    def track_weights_memory(self, backend: str, model: str, dtype: str) -> int:
-        return self.job.generator.weight_bytes()
-
-    track_weights_memory.unit = "bytes"
+class LLMGeneration(job_benchmark(LLM_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(LLM_JOB)

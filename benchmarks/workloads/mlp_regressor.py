@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, require_backend, selected_backend_names
 from benchmarks.harness.frameworks import mlx_nn, mx, torch
+from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 
 VARIANCE_FLOOR = 1e-6
@@ -239,43 +240,25 @@ class MLPJob:
         return int(probe.peak_bytes())
 
 
-_jobs: dict[str, MLPJob] = {}
+MLP_JOB = JobSpec(
+    name="MLPRegressor",
+    module=__name__,
+    doc="Training epochs, single-sample latency and batch-256 inference throughput of the MLP regressor.",
+    params=[selected_backend_names()],
+    param_names=["backend"],
+    build=lambda backend: MLPJob(backend, CONFIGS[active_profile().name]),
+    timings={
+        "epoch_seconds": lambda job: job.epoch,
+        "single_sample_latency_seconds": lambda job: job.predict_one,
+    },
+    tracks={
+        "batch256_samples_per_s": Track("samples/s", MLPJob.batch256_samples_per_s),
+        "train_step_peak_memory": Track("bytes", MLPJob.train_step_peak_bytes),
+    },
+    timeout=1800,
+)
 
 
-def prepared_job(backend: str) -> MLPJob:
-    """One job per process (asv_runner re-runs setup around every timed call; see harness/suite.py)."""
-    if backend not in _jobs:
-        _jobs.clear()
-        _jobs[backend] = MLPJob(backend, CONFIGS[active_profile().name])
-    return _jobs[backend]
-
-
-class MLPRegressor:
-    """Training epochs, single-sample latency and batch-256 inference throughput of the MLP regressor."""
-
-    params = [selected_backend_names()]
-    param_names = ["backend"]
-    rounds = 2
-    repeat = (3, 10, 2.0)
-    sample_time = 0.001
-    warmup_time = 0.0
-    timeout = 1800
-
-    def setup(self, backend: str) -> None:
-        self.job = prepared_job(backend)
-
-    def time_epoch(self, backend: str) -> None:
-        self.job.epoch()
-
-    def time_single_sample_latency(self, backend: str) -> None:
-        self.job.predict_one()
-
-    def track_batch256_samples_per_s(self, backend: str) -> float:
-        return self.job.batch256_samples_per_s()
-
-    track_batch256_samples_per_s.unit = "samples/s"
-
-    def track_train_step_peak_memory(self, backend: str) -> int:
-        return self.job.train_step_peak_bytes()
-
-    track_train_step_peak_memory.unit = "bytes"
+class MLPRegressor(job_benchmark(MLP_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(MLP_JOB)

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mlx_nn, mx, torch
+from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.common import (
     eager_backend,
@@ -34,7 +35,6 @@ from benchmarks.workloads.common import (
     load_mlx,
     mlx_weights,
     peak_bytes,
-    prepared,
     require_memory,
     torch_weights,
 )
@@ -420,40 +420,26 @@ class LMTrainingJob:
         return float(self.backend.to_numpy(loss))
 
 
-def prepared_job(backend: str) -> LMTrainingJob:
-    config = CONFIGS[active_profile().name]
-    return prepared(("transformer_lm", backend, config), lambda: LMTrainingJob(backend, config))
+LM_JOB = JobSpec(
+    name="TransformerLMTraining",
+    module=__name__,
+    doc=(
+        "Training steps of a decoder-only transformer LM (float32): step time, tokens/s, peak memory of a "
+        "step, and the loss after a fixed number of steps from the shared initial weights (loss parity)."
+    ),
+    params=[selected_backend_names()],
+    param_names=["backend"],
+    build=lambda backend: LMTrainingJob(backend, CONFIGS[active_profile().name]),
+    timings={"train_step_seconds": lambda job: job.train_step},
+    tracks={
+        "tokens_per_s": Track("tokens/s", LMTrainingJob.tokens_per_s),
+        "peak_memory": Track("bytes", LMTrainingJob.step_peak_bytes),
+        # last: it resets the weights and steps from them
+        "loss_after_steps": Track("nats", LMTrainingJob.loss_after_steps),
+    },
+)
 
 
-class TransformerLMTraining:
-    """Training steps of a decoder-only transformer LM (float32): step time, tokens/s, peak memory of a
-    step, and the loss after a fixed number of steps from the shared initial weights (loss parity)."""
-
-    params = [selected_backend_names()]
-    param_names = ["backend"]
-    rounds = 2
-    repeat = (3, 10, 2.0)
-    sample_time = 0.001
-    warmup_time = 0.0
-    timeout = 3600  # the full size builds 173M parameters and steps them 20+ times in one process
-
-    def setup(self, backend: str) -> None:
-        self.job = prepared_job(backend)
-
-    def time_train_step(self, backend: str) -> None:
-        self.job.train_step()
-
-    def track_tokens_per_s(self, backend: str) -> float:
-        return self.job.tokens_per_s()
-
-    track_tokens_per_s.unit = "tokens/s"
-
-    def track_peak_memory(self, backend: str) -> int:
-        return self.job.step_peak_bytes()
-
-    track_peak_memory.unit = "bytes"
-
-    def track_loss_after_steps(self, backend: str) -> float:
-        return self.job.loss_after_steps()
-
-    track_loss_after_steps.unit = "nats"
+class TransformerLMTraining(job_benchmark(LM_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(LM_JOB)

@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads import checkpoints
 from benchmarks.workloads.common import (
@@ -36,7 +37,6 @@ from benchmarks.workloads.common import (
     fastest,
     load_mlx,
     peak_bytes,
-    prepared,
     require_memory,
     require_module,
     torch_dtype,
@@ -432,41 +432,25 @@ class WhisperJob:
         return peak_bytes(self.backend, self.transcribe)
 
 
-def prepared_job(backend: str, dtype: str) -> WhisperJob:
-    profile = active_profile().name
-    key = ("whisper", backend, dtype, profile, str(checkpoints.user_checkpoint(CHECKPOINT_MODEL)))
-    return prepared(key, lambda: WhisperJob(backend, dtype, CONFIGS[profile]))
+WHISPER_JOB = JobSpec(
+    name="WhisperInference",
+    module=__name__,
+    doc="whisper-tiny: encoder time, greedy decode time and tokens/s, encode + decode time and peak memory.",
+    params=[selected_backend_names(), list(DTYPES)],
+    param_names=["backend", "dtype"],
+    build=lambda backend, dtype: WhisperJob(backend, dtype, CONFIGS[active_profile().name]),
+    timings={
+        "encoder_seconds": lambda job: job.encode,
+        "decode_seconds": lambda job: job.decode,
+        "transcribe_total_seconds": lambda job: job.transcribe,
+    },
+    tracks={
+        "decode_tokens_per_s": Track("tokens/s", WhisperJob.decode_tokens_per_s),
+        "peak_memory": Track("bytes", WhisperJob.transcribe_peak_bytes),
+    },
+)
 
 
-class WhisperInference:
-    """whisper-tiny: encoder time, greedy decode time and tokens/s, encode + decode time and peak memory."""
-
-    params = [selected_backend_names(), list(DTYPES)]
-    param_names = ["backend", "dtype"]
-    rounds = 2
-    repeat = (3, 10, 2.0)
-    sample_time = 0.001
-    warmup_time = 0.0
-    timeout = 3600
-
-    def setup(self, backend: str, dtype: str) -> None:
-        self.job = prepared_job(backend, dtype)
-
-    def time_encoder(self, backend: str, dtype: str) -> None:
-        self.job.encode()
-
-    def time_decode(self, backend: str, dtype: str) -> None:
-        self.job.decode()
-
-    def time_transcribe_total(self, backend: str, dtype: str) -> None:
-        self.job.transcribe()
-
-    def track_decode_tokens_per_s(self, backend: str, dtype: str) -> float:
-        return self.job.decode_tokens_per_s()
-
-    track_decode_tokens_per_s.unit = "tokens/s"
-
-    def track_peak_memory(self, backend: str, dtype: str) -> int:
-        return self.job.transcribe_peak_bytes()
-
-    track_peak_memory.unit = "bytes"
+class WhisperInference(job_benchmark(WHISPER_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(WHISPER_JOB)

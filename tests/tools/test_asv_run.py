@@ -108,3 +108,27 @@ def test_a_second_run_keeps_earlier_results_and_spread_reads_them(asv_project, t
     report = compare(timings(first), again)
     assert report.median_small == 0.0 or report.median_large == 0.0
     assert "median |difference|" in format_report(report)
+
+
+def test_timings_keep_their_samples_ops_and_workload_jobs_alike(asv_project):
+    out = _run(
+        asv_project, r"ops\.reductions\.Sum\.time_forward|workloads\.device_switch", "--record-samples"
+    )
+    assert out.returncode in (0, 2), out.stdout + out.stderr
+    results = Results.load(str(_result_file(asv_project)))
+    for key, params_wanted in (
+        ("ops.reductions.Sum.time_forward", "'mlx-cpu'"),
+        ("workloads.device_switch.DeviceSwitch.track_chain_seconds", "'torch'"),
+    ):
+        params = results.get_result_params(key)
+        combos = list(itertools.product(*params))
+        samples = results.get_result_samples(key, params)
+        stats = results.get_result_stats(key, params)
+        index = next(
+            i for i, combo in enumerate(combos) if params_wanted in combo and "'cpu-gpu'" not in combo
+        )
+        assert samples[index] and len(samples[index]) >= 3 and min(samples[index]) > 0, key
+        assert stats[index]["q_25"] <= results.get_result_value(key, params)[index] <= stats[index]["q_75"]
+    # the job's route that needs a GPU is skipped here, its CPU route measured
+    values = results.get_result_value("workloads.device_switch.DeviceSwitch.track_chain_seconds", params)
+    assert sum(v is not None and v == v for v in values) >= 2

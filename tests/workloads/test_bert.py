@@ -35,17 +35,11 @@ from benchmarks.workloads.bert_model import (
     torch_nli,
 )
 from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.workloads.helpers import run_job_class
 
 TINY = BertArch("bert-tiny", layers=2, hidden=32, heads=2, ffn=64, vocab=1200, max_positions=64)
 SEQ = 24
 MLX, TORCH = MLX_TEST_BACKEND, TORCH_TEST_BACKEND
-
-
-@pytest.fixture(autouse=True)
-def _no_prepared_jobs():
-    common._jobs.clear()
-    yield
-    common._jobs.clear()
 
 
 def _place(backend_name, batch):
@@ -225,31 +219,29 @@ def tiny_profile(monkeypatch):
 
 @pytest.mark.parametrize("backend", [MLX, TORCH])
 def test_asv_classes_run_every_method(backend, tiny_profile):
-    nli = BertNLITraining()
-    nli.setup(backend)
-    nli.time_train_step(backend)
-    assert nli.track_samples_per_s(backend) > 0
-    assert nli.track_peak_memory(backend) >= 0
+    nli = run_job_class(BertNLITraining, backend)
+    assert min(nli["track_train_step_seconds"]["samples"]) > 0
+    assert nli["track_samples_per_s"] > 0
+    assert nli["track_peak_memory"] >= 0
     for cls, timed in (
-        (BertClassificationTraining, "time_train_step"),
-        (BertClassificationInference, "time_inference"),
+        (BertClassificationTraining, "track_train_step_seconds"),
+        (BertClassificationInference, "track_inference_seconds"),
     ):
-        bench = cls()
-        bench.setup(backend, "bert-tiny", 2, 16)
-        getattr(bench, timed)(backend, "bert-tiny", 2, 16)
-        assert bench.track_samples_per_s(backend, "bert-tiny", 2, 16) > 0
-        assert bench.track_peak_memory(backend, "bert-tiny", 2, 16) >= 0
+        figures = run_job_class(cls, backend, "bert-tiny", 2, 16)
+        assert min(figures[timed]["samples"]) > 0
+        assert figures["track_samples_per_s"] > 0
+        assert figures["track_peak_memory"] >= 0
 
 
 @pytest.mark.parametrize("backend_class", [MlxBackend, TorchBackend])
 def test_a_training_step_synchronises_exactly_once(monkeypatch, tiny_profile, backend_class):
     backend = MLX if backend_class is MlxBackend else TORCH
-    bench = BertClassificationTraining()
-    bench.setup(backend, "bert-tiny", 2, 16)
+    job = bert.CLASSIFICATION_TRAINING_JOB.build(backend, "bert-tiny", 2, 16)
+    step = bert.CLASSIFICATION_TRAINING_JOB.timings["train_step_seconds"](job)
     synced = []
     original = backend_class.sync
     monkeypatch.setattr(backend_class, "sync", lambda self, out: (synced.append(out), original(self, out)))
-    bench.time_train_step(backend, "bert-tiny", 2, 16)
+    step()
     assert len(synced) == 1
     if backend == MLX:  # the loss, the updated parameters and AdamW's state, evaluated together
         loss, params, state = synced[0]
@@ -265,11 +257,11 @@ def test_params_are_profile_values():
 def test_compiled_unknown_backends_and_unknown_models_are_skipped_with_a_reason(tiny_profile):
     for backend, reason in (("torch-compile", "runs eagerly"), ("tpu-jax", "unknown backend")):
         with pytest.raises(NotImplementedError, match=reason):
-            BertNLITraining().setup(backend)
+            run_job_class(BertNLITraining, backend)
         with pytest.raises(NotImplementedError, match=reason):
-            BertClassificationTraining().setup(backend, "bert-tiny", 2, 16)
+            run_job_class(BertClassificationTraining, backend, "bert-tiny", 2, 16)
     with pytest.raises(NotImplementedError, match="unknown BERT model 'gpt-2'"):
-        BertClassificationInference().setup(MLX, "gpt-2", 2, 16)
+        run_job_class(BertClassificationInference, MLX, "gpt-2", 2, 16)
 
 
 @pytest.mark.parametrize("backend_class", [MlxBackend, TorchBackend])

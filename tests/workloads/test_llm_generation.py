@@ -10,6 +10,7 @@ from benchmarks.harness.backends import require_backend
 from benchmarks.workloads import llm_generation as llm
 from benchmarks.workloads.common import mlx_weights, torch_weights
 from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.workloads.helpers import run_job_class
 
 TINY = dict(num_hidden_layers=2, initializer_range=0.2)  # peaked logits: no argmax near-ties
 
@@ -117,18 +118,17 @@ def test_bfloat16_generation_stays_close_to_the_other_framework():
 @pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
 def test_benchmark_class_runs_on_the_quick_profile(backend, monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "quick")
-    bench = llm.LLMGeneration()
-    bench.setup(backend, "tinyllama", "float32")
-    bench.time_generate(backend, "tinyllama", "float32")
-    bench.time_time_to_first_token(backend, "tinyllama", "float32")
-    assert bench.track_prefill_tokens_per_s(backend, "tinyllama", "float32") > 0
-    assert bench.track_decode_tokens_per_s(backend, "tinyllama", "float32") > 0
+    figures = run_job_class(llm.LLMGeneration, backend, "tinyllama", "float32")
+    for timing in ("track_generate_seconds", "track_time_to_first_token_seconds"):
+        assert min(figures[timing]["samples"]) > 0
+    assert figures["track_prefill_tokens_per_s"] > 0
+    assert figures["track_decode_tokens_per_s"] > 0
     config = llm.hf_config(llm.ARCHITECTURES["tinyllama"], shrink=True)
-    assert bench.track_weights_memory(backend, "tinyllama", "float32") == 4 * llm.parameter_count(config)
+    assert figures["track_weights_memory"] == 4 * llm.parameter_count(config)
     kv_bytes = 4 * 2 * config.num_hidden_layers * (64 + 16) * config.num_key_value_heads * 32
-    assert bench.track_generate_peak_memory(backend, "tinyllama", "float32") >= 0.9 * kv_bytes
-    tokens = bench.job.generate()
-    assert bench.job.backend.to_numpy(tokens).shape == (1, llm.CONFIGS["quick"].new_tokens)
+    assert figures["track_generate_peak_memory"] >= 0.9 * kv_bytes
+    job = llm.LLM_JOB.build(backend, "tinyllama", "float32")
+    assert job.backend.to_numpy(job.generate()).shape == (1, llm.CONFIGS["quick"].new_tokens)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_benchmark_class_runs_on_the_quick_profile(backend, monkeypatch):
 def test_what_cannot_run_is_skipped_with_a_reason(backend, dtype, message, monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "quick")
     with pytest.raises(NotImplementedError, match=message):
-        llm.LLMGeneration().setup(backend, "phi-2", dtype)
+        run_job_class(llm.LLMGeneration, backend, "phi-2", dtype)
 
 
 def test_a_missing_mlx_lm_skips_the_mlx_side_with_a_reason(monkeypatch):

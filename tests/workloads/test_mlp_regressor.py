@@ -16,6 +16,7 @@ from benchmarks.workloads.mlp_regressor import (
     make_data,
 )
 from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.workloads.helpers import run_job_class
 
 SMALL = MLPConfig(features=32, hidden=64, layers=3, targets=2, batch=64, samples=256)
 
@@ -100,20 +101,15 @@ def test_asv_class_runs_every_method(backend, monkeypatch):
     from benchmarks.workloads import mlp_regressor
 
     monkeypatch.setitem(mlp_regressor.CONFIGS, "quick", SMALL)
-    mlp_regressor._jobs.clear()
-    bench = MLPRegressor()
-    bench.setup(backend)
-    bench.time_epoch(backend)
-    bench.time_single_sample_latency(backend)
-    assert bench.track_batch256_samples_per_s(backend) > 0
-    assert bench.track_train_step_peak_memory(backend) >= 0
-    mlp_regressor._jobs.clear()
+    figures = run_job_class(MLPRegressor, backend)
+    for timing in ("track_epoch_seconds", "track_single_sample_latency_seconds"):
+        assert figures[timing]["number"] == 1 and min(figures[timing]["samples"]) > 0
+    assert figures["track_batch256_samples_per_s"] > 0
+    assert figures["track_train_step_peak_memory"] >= 0
 
 
 def test_compiled_and_absent_backends_are_skipped_with_a_reason():
-    from benchmarks.workloads import mlp_regressor
 
     for backend, reason in (("torch-compile", "runs eagerly"), (ABSENT_TORCH_BACKEND, ABSENT_REASON)):
-        mlp_regressor._jobs.clear()
         with pytest.raises(NotImplementedError, match=reason):
-            MLPRegressor().setup(backend)
+            run_job_class(MLPRegressor, backend)

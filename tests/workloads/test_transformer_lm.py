@@ -24,6 +24,7 @@ from benchmarks.workloads.transformer_lm import (
     warmup_lr,
 )
 from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.workloads.helpers import run_job_class
 
 TINY = LMConfig(
     layers=2, dim=32, heads=4, ffn=64, context=16, vocab=50, batch=2, warmup_steps=3, batches=2, loss_steps=4
@@ -47,13 +48,6 @@ def _step_both(mlx_side: MlxSide, torch_side: TorchSide, tokens: np.ndarray, tar
     mlx_loss = float(mlx_side.step(mx.array(tokens), mx.array(targets)))
     torch_loss = float(torch_side.step(_on_torch(tokens), _on_torch(targets)))
     return mlx_loss, torch_loss
-
-
-@pytest.fixture(autouse=True)
-def _fresh_jobs():
-    common._jobs.clear()
-    yield
-    common._jobs.clear()
 
 
 def test_full_config_is_the_reference_size():
@@ -175,15 +169,18 @@ def test_asv_class_runs_every_method_with_equal_losses(monkeypatch):
     monkeypatch.setitem(transformer_lm.CONFIGS, "quick", TINY)
     losses = {}
     for backend in (MLX_TEST_BACKEND, TORCH_TEST_BACKEND):
-        bench = TransformerLMTraining()
-        bench.setup(backend)
-        bench.time_train_step(backend)
-        assert bench.track_tokens_per_s(backend) > 0
-        assert bench.track_peak_memory(backend) >= 0
-        losses[backend] = bench.track_loss_after_steps(backend)
+        job = transformer_lm.LM_JOB.build(backend)
+        losses[backend] = job.loss_after_steps()
         assert 0 < losses[backend] < math.log(TINY.vocab) + 0.5
-        # the job's own steps are undone before counting: a second call gives the same loss
-        assert bench.track_loss_after_steps(backend) == pytest.approx(losses[backend], rel=1e-6)
+        # the job's own steps are undone before counting: steps in between change nothing
+        job.train_step()
+        assert job.loss_after_steps() == pytest.approx(losses[backend], rel=1e-6)
+        figures = run_job_class(TransformerLMTraining, backend)
+        assert min(figures["track_train_step_seconds"]["samples"]) > 0
+        assert figures["track_tokens_per_s"] > 0
+        assert figures["track_peak_memory"] >= 0
+        # measured after the timings and the other tracks, from the same job: still the same loss
+        assert figures["track_loss_after_steps"] == pytest.approx(losses[backend], rel=1e-6)
     assert losses[MLX_TEST_BACKEND] == pytest.approx(losses[TORCH_TEST_BACKEND], rel=1e-4)
     for method in ("track_tokens_per_s", "track_peak_memory", "track_loss_after_steps"):
         assert getattr(TransformerLMTraining, method).unit
@@ -199,7 +196,7 @@ def test_asv_class_runs_every_method_with_equal_losses(monkeypatch):
 )
 def test_compiled_absent_and_unknown_backends_are_skipped_with_a_reason(backend, reason):
     with pytest.raises(NotImplementedError, match=reason):
-        TransformerLMTraining().setup(backend)
+        run_job_class(TransformerLMTraining, backend)
 
 
 @pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
@@ -208,7 +205,7 @@ def test_full_profile_skips_when_memory_is_short(backend, monkeypatch):
     for backend_class in (MlxBackend, TorchBackend):
         monkeypatch.setattr(backend_class, "available_bytes", lambda self: 2 * common.GIB)
     with pytest.raises(NotImplementedError, match=r"transformer LM training \(173M parameters.*needs about"):
-        TransformerLMTraining().setup(backend)
+        run_job_class(TransformerLMTraining, backend)
 
 
 def test_memory_estimate_counts_materialised_attention():

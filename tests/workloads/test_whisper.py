@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.harness.backends import MlxBackend, TorchBackend, require_backend
-from benchmarks.workloads import common, whisper
+from benchmarks.workloads import whisper
 from benchmarks.workloads.checkpoints import CheckpointError, checkpoint_env
 from benchmarks.workloads.common import mlx_weights, torch_weights
 from benchmarks.workloads.whisper import (
@@ -26,6 +26,7 @@ from benchmarks.workloads.whisper import (
     random_torch_model,
 )
 from tests.conftest import ABSENT_REASON, ABSENT_TORCH_BACKEND, MLX_TEST_BACKEND, TORCH_TEST_BACKEND
+from tests.workloads.helpers import run_job_class
 
 # whisper-tiny's layout, narrowed; the vocabulary stays whole because the prompt uses its top ids.
 TINY = WhisperSize(
@@ -188,9 +189,6 @@ def test_mlx_name_refuses_a_parameter_it_does_not_know():
 def tiny_quick(monkeypatch):
     monkeypatch.setitem(whisper.CONFIGS, "quick", replace(TINY, new_tokens=4))
     monkeypatch.delenv(checkpoint_env("whisper-tiny"), raising=False)
-    common._jobs.clear()
-    yield
-    common._jobs.clear()
 
 
 @pytest.mark.parametrize(
@@ -203,14 +201,12 @@ def tiny_quick(monkeypatch):
     ],
 )
 def test_asv_class_runs_every_method(backend, dtype, tiny_quick):
-    bench = WhisperInference()
-    bench.setup(backend, dtype)
-    bench.time_encoder(backend, dtype)
-    bench.time_decode(backend, dtype)
-    bench.time_transcribe_total(backend, dtype)
-    assert bench.track_decode_tokens_per_s(backend, dtype) > 0
-    assert bench.track_peak_memory(backend, dtype) >= 0
-    assert bench.job.size.new_tokens == 4
+    figures = run_job_class(WhisperInference, backend, dtype)
+    for timing in ("track_encoder_seconds", "track_decode_seconds", "track_transcribe_total_seconds"):
+        assert min(figures[timing]["samples"]) > 0
+    assert figures["track_decode_tokens_per_s"] > 0
+    assert figures["track_peak_memory"] >= 0
+    assert whisper.WHISPER_JOB.build(backend, dtype).size.new_tokens == 4
     assert WhisperInference.track_decode_tokens_per_s.unit == "tokens/s"
     assert WhisperInference.track_peak_memory.unit == "bytes"
 
@@ -225,7 +221,7 @@ def test_asv_class_runs_every_method(backend, dtype, tiny_quick):
 )
 def test_compiled_absent_and_unknown_backends_are_skipped_with_a_reason(backend, reason, tiny_quick):
     with pytest.raises(NotImplementedError, match=reason):
-        WhisperInference().setup(backend, "float32")
+        run_job_class(WhisperInference, backend, "float32")
 
 
 @pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
@@ -235,7 +231,7 @@ def test_full_profile_skips_when_memory_is_short(backend, monkeypatch, tiny_quic
         monkeypatch.setattr(cls, "available_bytes", lambda self: 256 * 1024**2)
     assert CONFIGS["full"].planned_bytes("float32") > 0.8 * 256 * 1024**2
     with pytest.raises(NotImplementedError, match="needs about"):
-        WhisperInference().setup(backend, "float32")
+        run_job_class(WhisperInference, backend, "float32")
 
 
 # ---------------------------------------------------------------------------------------------------

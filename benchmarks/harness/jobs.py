@@ -1,0 +1,251 @@
+"""Workload jobs: an expensive thing (a model, its data) declared once, built once per parameter set in a
+process of its own, and every metric of it measured from that one warm build.
+
+asv runs every benchmark method in a fresh process; a workload with three timings and three tracks
+used to build its model six times per parameter set and round (LLM builds take 15-50 s on a GPU host).
+Here a workload is a ``JobSpec``: its parameters, a ``build`` that makes the job, the unit calls its
+timings time and the tracks it reports.  ``job_benchmark`` turns it into an asv class whose
+``setup_cache`` (run by asv once per class and environment) starts one measuring process per parameter
+set (one framework per process); that process builds the job once and measures everything.  The asv
+methods read the figures: a timing returns its samples in asv's own timing format
+(``{"samples": [...], "number": 1}``), so asv stores the samples and computes the median, quartiles and
+confidence interval exactly as for a ``time_`` benchmark; its unit is seconds.
+
+A timing's samples follow harness/timing.py: the calibration stream warms the job up, then samples are
+taken back to back, each a batch of calls lasting about the profile's batch length (one call for steps
+longer than that), so every sample is one call in a steady stream.
+
+asv keys a ``setup_cache`` by its source line, so each workload class defines its own two-line
+``setup_cache`` that calls ``measure_all``; everything else comes from the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.backends import BACKEND_NAMES, get_backend, is_out_of_memory
+from benchmarks.harness.profiles import active_profile
+from benchmarks.harness.timing import TimedCall
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Track:
+    unit: str
+    measure: Callable[[Any], float]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str  # the asv class name
+    module: str  # the module that declares it (the measuring process imports it)
+    doc: str
+    params: Sequence[Sequence[Any]]
+    param_names: Sequence[str]
+    build: Callable[..., Any]  # (*params) -> the job; NotImplementedError skips with its reason
+    timings: Mapping[str, Callable[[Any], Callable[[], Any]]]  # metric -> the job's unit call
+    tracks: Mapping[str, Track] = field(default_factory=dict)
+    # samples per timing: at least the first, at most the second, stopping after the seconds
+    samples: tuple[int, int, float] = (5, 20, 1.0)
+    timeout: float = 3600.0  # seconds per parameter set
+
+    def combos(self) -> list[tuple[Any, ...]]:
+        import itertools
+
+        return list(itertools.product(*self.params))
+
+
+def combo_key(params: Sequence[Any]) -> str:
+    return json.dumps([str(p) for p in params])
+
+
+# ---------------------------------------------------------------------------------------------------
+# In the measuring process
+# ---------------------------------------------------------------------------------------------------
+def build_job(describe: str, build: Callable[[], Any]) -> Any:
+    """``build()``; running out of memory while building (warm-up included) is a skip with the
+    framework's message, not a failure."""
+    try:
+        return build()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise NotImplementedError(
+            f"{describe} ran out of memory while being prepared (warm-up included): {exc}; "
+            "use MTB_PROFILE=quick or a machine with more memory"
+        ) from None
+
+
+def timing_samples(call: Callable[[], Any], samples: tuple[int, int, float]) -> list[float]:
+    """Per-call seconds of back-to-back batches after the calibration stream (harness/timing.py)."""
+    timed = TimedCall(call, active_profile().sample)
+    least, most, seconds = samples
+    out: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(out) < most and (len(out) < least or time.perf_counter() < deadline):
+        out.append(timed.sample())
+    return out
+
+
+def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
+    """Build the job once and measure every metric: ``{"timings": {metric: samples}, "tracks":
+    {metric: value}}``, or ``{"skip": reason}``, or ``{"error": text}`` (one metric failing is reported
+    for that metric alone)."""
+    describe = f"{spec.name} {' '.join(str(p) for p in params)}"
+    try:
+        job = build_job(describe, lambda: spec.build(*params))
+    except NotImplementedError as exc:
+        return {"skip": str(exc)}
+    out: dict[str, Any] = {"timings": {}, "tracks": {}, "errors": {}}
+    for metric, unit_call in spec.timings.items():
+        try:
+            out["timings"][metric] = timing_samples(unit_call(job), spec.samples)
+        except Exception as exc:
+            out["errors"][metric] = f"{type(exc).__name__}: {exc}"
+    for metric, track in spec.tracks.items():
+        try:
+            out["tracks"][metric] = float(track.measure(job))
+        except Exception as exc:
+            out["errors"][metric] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _spec_from(module: str, name: str) -> JobSpec:
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    return cls.spec
+
+
+def _measuring_process_main(argv: Sequence[str]) -> None:
+    module, name, params_json = argv
+    spec = _spec_from(module, name)
+    declared = {combo_key(c): c for c in spec.combos()}
+    key = combo_key(json.loads(params_json))
+    if key not in declared:
+        raise SystemExit(f"{name} has no parameter set {key}")
+    try:
+        result = measure_job(spec, declared[key])
+    except Exception as exc:
+        import traceback
+
+        result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+    print("\n" + json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# In asv's setup_cache process
+# ---------------------------------------------------------------------------------------------------
+def _absent_backend(params: Sequence[Any]) -> str | None:
+    """Why a parameter set cannot run here, without starting a process (an absent backend)."""
+    for value in params:
+        if isinstance(value, str) and value in BACKEND_NAMES:
+            return get_backend(value).unavailable_reason()
+    return None
+
+
+def measure_in_process(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
+    """One measuring process for one parameter set; its last output line is the JSON result."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable, "-m", "benchmarks.harness.jobs", spec.module, spec.name,
+        json.dumps([str(p) for p in params]),
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=spec.timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {spec.timeout:.0f} s"}
+    for line in reversed(out.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:])
+    return {"error": f"the measuring process exited with status {out.returncode}:\n{tail}"}
+
+
+def measure_all(spec: JobSpec) -> dict[str, Any]:
+    """Every parameter set of ``spec``, each in its own measuring process (asv's ``setup_cache``)."""
+    figures: dict[str, Any] = {}
+    for params in spec.combos():
+        absent = _absent_backend(params)
+        figures[combo_key(params)] = {"skip": absent} if absent else measure_in_process(spec, params)
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------------
+# The asv class
+# ---------------------------------------------------------------------------------------------------
+def figures_for(figures: Mapping[str, Any], params: Sequence[Any]) -> dict[str, Any]:
+    """The figures of one parameter set; a skip becomes asv's skip, a failure this set's failure."""
+    found = figures.get(combo_key(params))
+    if found is None:
+        raise NotImplementedError(f"no measurement for {list(params)} (not a declared parameter set)")
+    if "skip" in found:
+        raise NotImplementedError(found["skip"])
+    if "error" in found:
+        raise RuntimeError(found["error"] + ("\n" + found["traceback"] if "traceback" in found else ""))
+    return found
+
+
+def job_benchmark(spec: JobSpec) -> type:
+    """The asv class of a job (subclass it with a ``setup_cache`` that returns ``measure_all(spec)``)."""
+
+    def setup(self: Any, figures: Mapping[str, Any], *params: Any) -> None:
+        self.figures = figures_for(figures, params)
+
+    namespace: dict[str, Any] = {
+        "spec": spec,
+        "__doc__": spec.doc,
+        "params": [list(p) for p in spec.params],
+        "param_names": list(spec.param_names),
+        # setup_cache measures every parameter set of the class
+        "timeout": spec.timeout * max(1, len(spec.combos())),
+        "setup": setup,
+    }
+    for metric in spec.timings:
+        namespace[f"track_{metric}"] = _timing_method(metric)
+    for metric, track in spec.tracks.items():
+        namespace[f"track_{metric}"] = _track_method(metric, track.unit)
+    return type(spec.name, (), namespace)
+
+
+def _metric(figures: Mapping[str, Any], group: str, metric: str) -> Any:
+    if metric in figures.get("errors", {}):
+        raise RuntimeError(f"{metric}: {figures['errors'][metric]}")
+    return figures[group][metric]
+
+
+def _timing_method(metric: str) -> Callable[..., Any]:
+    def method(self: Any, figures: Mapping[str, Any], *params: Any) -> dict[str, Any]:
+        return {"samples": _metric(self.figures, "timings", metric), "number": 1}
+
+    method.__name__ = f"track_{metric}"
+    method.unit = "seconds"  # type: ignore[attr-defined]
+    return method
+
+
+def _track_method(metric: str, unit: str) -> Callable[..., Any]:
+    def method(self: Any, figures: Mapping[str, Any], *params: Any) -> float:
+        return _metric(self.figures, "tracks", metric)
+
+    method.__name__ = f"track_{metric}"
+    method.unit = unit  # type: ignore[attr-defined]
+    return method
+
+
+if __name__ == "__main__":
+    _measuring_process_main(sys.argv[1:])

@@ -1,0 +1,114 @@
+"""Workload jobs: one build per parameter set, every metric from it, skips and failures kept apart."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks.harness import jobs
+from benchmarks.harness.backends import get_backend, is_out_of_memory
+from benchmarks.harness.frameworks import torch
+from tests.harness import fake_jobs
+from tests.harness.fake_jobs import COUNTER_JOB, Counter, CounterJob
+
+
+def test_every_metric_of_a_parameter_set_comes_from_one_build():
+    before = Counter.builds
+    figures = jobs.measure_job(COUNTER_JOB, (2,))
+    assert Counter.builds == before + 1
+    assert figures["tracks"]["build_number"] == before + 1
+    samples = figures["timings"]["step_seconds"]
+    assert len(samples) == 3 and min(samples) > 0
+    # the calibration stream and the three samples all called the same job
+    assert figures["tracks"]["calls"] >= 3 + 2
+    # one failing metric is reported for itself; the others are kept
+    assert "ArithmeticError" in figures["errors"]["broken"]
+
+
+def test_skips_and_build_failures_are_reported_not_raised():
+    assert jobs.measure_job(COUNTER_JOB, (-1,)) == {"skip": "size -1: negative sizes are not run"}
+    with pytest.raises(ValueError, match="size 13"):
+        jobs.measure_job(COUNTER_JOB, (13,))
+
+
+def test_the_asv_class_hands_out_samples_in_asvs_timing_format_and_units():
+    figures = {jobs.combo_key((1,)): jobs.measure_job(COUNTER_JOB, (1,))}
+    bench = CounterJob()
+    bench.setup(figures, 1)
+    timing = bench.track_step_seconds(figures, 1)
+    assert set(timing) == {"samples", "number"} and timing["number"] == 1 and len(timing["samples"]) == 3
+    assert CounterJob.track_step_seconds.unit == "seconds"
+    assert CounterJob.track_calls.unit == "calls"
+    assert bench.track_pid(figures, 1) == os.getpid()
+    with pytest.raises(RuntimeError, match="broken: ArithmeticError"):
+        bench.track_broken(figures, 1)
+    assert CounterJob.params == [[1, 2, -1, 13]] and CounterJob.param_names == ["size"]
+
+
+def test_setup_turns_a_skip_into_asvs_skip_and_an_error_into_this_sets_failure():
+    figures = {
+        jobs.combo_key((-1,)): {"skip": "size -1: negative sizes are not run"},
+        jobs.combo_key((13,)): {"error": "ValueError: size 13 breaks the build"},
+    }
+    with pytest.raises(NotImplementedError, match="negative sizes"):
+        CounterJob().setup(figures, -1)
+    with pytest.raises(RuntimeError, match="size 13"):
+        CounterJob().setup(figures, 13)
+    with pytest.raises(NotImplementedError, match="no measurement"):
+        CounterJob().setup(figures, 2)
+
+
+def test_measure_all_runs_one_process_per_parameter_set_and_keeps_the_others_going():
+    figures = jobs.measure_all(COUNTER_JOB)
+    assert set(figures) == {jobs.combo_key((s,)) for s in (1, 2, -1, 13)}
+    one, two = figures[jobs.combo_key((1,))], figures[jobs.combo_key((2,))]
+    # each set was built once, in a process of its own (not this one)
+    assert one["tracks"]["build_number"] == 1 and two["tracks"]["build_number"] == 1
+    assert one["tracks"]["pid"] != two["tracks"]["pid"] != os.getpid()
+    assert figures[jobs.combo_key((-1,))] == {"skip": "size -1: negative sizes are not run"}
+    assert "ValueError: size 13 breaks the build" in figures[jobs.combo_key((13,))]["error"]
+
+
+def test_an_absent_backend_is_skipped_without_starting_a_process(monkeypatch):
+    started = []
+    monkeypatch.setattr(jobs, "measure_in_process", lambda spec, params: started.append(params) or {})
+    names = ("torch-cuda", "torch-mps")  # never both present
+    spec = jobs.JobSpec(
+        name="Absent", module=fake_jobs.__name__, doc="", params=[list(names)], param_names=["backend"],
+        build=Counter, timings={},
+    )  # fmt: skip
+    figures = jobs.measure_all(spec)
+    absent = [n for n in names if get_backend(n).unavailable_reason()]
+    assert absent
+    for name in absent:
+        assert figures[jobs.combo_key((name,))] == {"skip": get_backend(name).unavailable_reason()}
+    assert started == [(n,) for n in names if n not in absent]
+
+
+def test_a_real_allocation_failure_is_recognised_and_an_ordinary_error_is_not():
+    with pytest.raises(RuntimeError) as failure:
+        torch.empty(2**50, dtype=torch.uint8)
+    assert is_out_of_memory(failure.value)
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(ValueError("shapes (2, 3) and (4, 5) cannot be multiplied"))
+
+
+def test_running_out_of_memory_while_building_is_a_skip_naming_the_job():
+    def build():
+        torch.empty(2**50, dtype=torch.uint8)  # the warm-up step of a job too large for the machine
+
+    with pytest.raises(NotImplementedError) as skip:
+        jobs.build_job("BertClassificationTraining torch-cpu bert-large-cased 256 512", build)
+    message = str(skip.value)
+    assert "bert-large-cased 256 512 ran out of memory" in message
+    assert "can't allocate memory" in message and "MTB_PROFILE=quick" in message
+
+
+def test_any_other_failure_while_building_stays_an_error():
+    def build():
+        raise ValueError("wrong shapes in the model")
+
+    with pytest.raises(ValueError, match="wrong shapes"):
+        jobs.build_job("job", build)

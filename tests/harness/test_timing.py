@@ -1,0 +1,118 @@
+"""What a recorded time means (harness/timing.py), checked through asv_runner's own timing loop with a
+fake clock: every sample is a warm-up burst, then a batch of back-to-back calls divided by its size."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+from asv_runner.benchmarks.time import TimeBenchmark
+
+from benchmarks.harness import timing
+from benchmarks.harness.timing import SamplePlan, TimedCall, calls_for
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=fake.perf_counter))
+    yield fake
+    timing.reset_clock()
+
+
+def _asv_time(instance, method: str) -> dict:
+    """Run ``instance.<method>`` through asv_runner's TimeBenchmark, as a benchmark process does."""
+    func = getattr(instance, method)
+    bench = TimeBenchmark(
+        f"fake.{type(instance).__name__}.{method}", func, [func, instance, sys.modules[__name__]]
+    )
+    assert not bench.do_setup()
+    try:
+        return bench.run()
+    finally:
+        bench.do_teardown()
+
+
+def test_each_sample_is_a_warm_up_then_a_batch_and_reads_per_call(clock):
+    log: list[str] = []
+
+    def call() -> None:
+        clock.now += 0.001  # every call takes 1 ms of the fake clock
+        log.append("call")
+
+    timed = TimedCall(call, SamplePlan(warmup_seconds=0.0025, batch_seconds=0.01))
+    assert timed.calls == 10
+    log.clear()
+    events: list[str] = []
+
+    class Bench:
+        timer = staticmethod(timing.per_call_clock)
+        warmup_time = 0.0
+        repeat = (4, 4, 60.0)
+
+        def setup(self) -> None:
+            events.append("warm-up")
+            timed.warm_up()
+
+        def time_it(self) -> None:
+            events.append("batch")
+            timed.batch()
+
+    result = _asv_time(Bench(), "time_it")
+    # asv divides by its number (1); the clock divided by the batch's ten calls
+    assert result["number"] == 1
+    assert result["samples"] == pytest.approx([0.001] * 4, rel=1e-9)
+    assert events == ["warm-up", "batch"] * 4
+    # a warm-up burst is at least one call and lasts at least warmup_seconds (3 calls of 1 ms)
+    assert log == (["call"] * 3 + ["call"] * 10) * 4
+    assert timed.warmups == timed.batches == 4
+
+
+def test_calibration_counts_a_stream_as_long_as_a_batch(clock):
+    durations = iter([0.5] + [0.001] * 100)  # a slow first call (allocation), then 1 ms calls
+
+    def call() -> None:
+        clock.now += next(durations)
+
+    assert TimedCall(call, SamplePlan(warmup_seconds=0.0, batch_seconds=0.02)).calls == 20
+
+
+def test_calls_per_batch_are_bounded():
+    plan = SamplePlan(warmup_seconds=0.0, batch_seconds=0.01, max_calls=500)
+    assert calls_for(0.5, plan) == 1  # a call longer than a batch is timed alone
+    assert calls_for(1e-9, plan) == 500
+    assert calls_for(0.0, plan) == 500
+    assert calls_for(0.001, plan) == 10
+
+
+def test_the_op_classes_warm_up_before_every_sample_through_asv():
+    from benchmarks.harness.suite import release_prepared
+    from benchmarks.ops.activations import ReLU
+
+    bench = ReLU()
+    case = ReLU.params[0][0]
+    func = bench.time_forward
+    asv = TimeBenchmark("ops.activations.ReLU.time_forward", func, [func, bench, sys.modules[__name__]])
+    asv.set_param_idx(ReLU.params[2].index("torch-cpu") + 0)  # first case, float32, torch-cpu
+    assert asv._current_params == (case, "float32", "torch-cpu")
+    assert not asv.do_setup()
+    try:
+        result = asv.run(*asv._current_params)
+        timed = bench.run.timed
+        samples = len(result["samples"])
+        assert samples >= ReLU.repeat[0]
+        assert timed.warmups == samples and timed.batches == samples
+        assert timed.calls >= 1 and all(s > 0 for s in result["samples"])
+    finally:
+        asv.do_teardown()
+        release_prepared()
+        timing.reset_clock()

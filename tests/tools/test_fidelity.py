@@ -1,0 +1,128 @@
+"""The fidelity check: its arithmetic and flags on crafted figures, its reading of asv results, and the
+bare measurement processes (one framework each; a bad request reported, the others measured)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+from asv.results import Results
+from asv.runner import BenchmarkResult
+
+from benchmarks.ops.activations import ReLU
+from tools import fidelity
+from tools.fidelity import BarePlan, Row
+
+QUICK_PLAN = BarePlan(warmup_seconds=0.01, stream_seconds=0.01, streams=2)
+RELU = "ops.activations.ReLU.time_forward"
+RELU_CASE = ReLU.params[0][0]
+
+
+def _row(suite: float | None, bare: float | None) -> Row:
+    return Row("ops.x.Op.time_forward", ("c", "float32", "mlx-cpu"), "mlx-cpu", suite, None, None, bare)
+
+
+@pytest.mark.parametrize(
+    ("suite", "bare", "flagged"),
+    [
+        (1.09e-3, 1.0e-3, False),  # within 10% at 50 us or more
+        (1.11e-3, 1.0e-3, True),
+        (0.89e-3, 1.0e-3, True),
+        (60e-6, 50e-6, True),  # 50 us is a large call: 20% is too much
+        (36e-6, 30e-6, False),  # under 50 us the bound is 25%
+        (40e-6, 30e-6, True),
+        (22e-6, 30e-6, True),
+    ],
+)
+def test_ratios_are_flagged_outside_their_bound(suite, bare, flagged):
+    row = _row(suite, bare)
+    assert row.ratio == pytest.approx(suite / bare)
+    assert row.flagged is flagged
+
+
+def test_a_row_without_either_figure_has_no_ratio_and_no_flag():
+    for row in (_row(None, 1e-3), _row(1e-3, None)):
+        assert row.ratio is None and not row.flagged
+
+
+def test_summary_and_table_count_what_was_compared():
+    rows = [_row(1.0e-3, 1.0e-3), _row(1.5e-3, 1.0e-3), _row(20e-6, 21e-6), _row(None, None)]
+    rows[3].note = "skipped: no CUDA device"
+    info = fidelity.summary(rows)
+    assert info["compared"] == 3 and info["flagged"] == 1 and info["without_figure"] == 1
+    assert info["ratio_50us_or_more"]["n"] == 2 and info["ratio_50us_or_more"]["max"] == pytest.approx(1.5)
+    assert info["ratio_under_50us"]["n"] == 1
+    table = fidelity.format_table(rows)
+    assert "FLAG" in table and "skipped: no CUDA device" in table and "compared 3, flagged 1" in table
+
+
+def _results_file(tmp_path):
+    """An asv results file as asv writes it: one op timing over two backends (one skipped)."""
+    params = [[f"'{RELU_CASE}'"], ["'float32'"], ["'mlx-cpu'", "'torch-cuda'"]]
+    results = Results({"machine": "m"}, {}, "a" * 40, 0, "3.11", "existing-py", {})
+    benchmark = {"name": RELU, "params": params, "version": "1"}
+    samples = [0.0010, 0.0011, 0.0012, 0.0013]
+    outcome = BenchmarkResult(
+        result=[True, None], samples=[samples, None], number=[1, None], errcode=0, stderr="", profile=None
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    results.add_result(benchmark, outcome, record_samples=True, started_at=now)
+    results.save(str(tmp_path))
+    return next(p for p in tmp_path.rglob("*.json") if p.name != "machine.json")
+
+
+def test_suite_rows_read_medians_quartiles_and_the_missing(tmp_path):
+    rows = fidelity.suite_rows(_results_file(tmp_path))
+    assert [r.backend for r in rows] == ["mlx-cpu", "torch-cuda"]
+    measured, skipped = rows
+    assert measured.params == (RELU_CASE, "float32", "mlx-cpu")
+    assert measured.suite_seconds == pytest.approx(0.00115)
+    assert measured.suite_q25 < measured.suite_seconds < measured.suite_q75
+    assert skipped.suite_seconds is None and "no figure" in skipped.note
+    assert fidelity.suite_rows(_results_file(tmp_path), backends=["torch-cpu"]) == []
+
+
+def test_bare_worker_measures_each_request_and_reports_bad_ones():
+    answers = fidelity.bare_worker(
+        [
+            {"benchmark": RELU, "params": [RELU_CASE, "float32", "torch-cpu"]},
+            {"benchmark": RELU, "params": [RELU_CASE, "float32", "tpu-jax"]},
+            {"benchmark": "ops.activations.NoSuchOp.time_forward", "params": []},
+        ],
+        QUICK_PLAN,
+    )
+    assert len(answers[0]["streams"]) == 2 and min(answers[0]["streams"]) > 0
+    assert "skipped" in answers[1]["note"] and "unknown backend 'tpu-jax'" in answers[1]["note"]
+    assert "failed: AttributeError" in answers[2]["note"]
+
+
+def test_bare_processes_hold_one_framework_and_fill_the_rows():
+    rows = [
+        Row(RELU, (RELU_CASE, "float32", "mlx-cpu"), "mlx-cpu", suite_seconds=1e-4),
+        Row(RELU, (RELU_CASE, "float32", "torch-cpu"), "torch-cpu", suite_seconds=1e-4),
+        Row(RELU, (RELU_CASE, "float32", "torch-cuda"), "torch-cuda", suite_seconds=1e-4),
+    ]
+    fidelity.run_bare(rows, QUICK_PLAN)
+    mlx, cpu, cuda = rows
+    assert mlx.bare_seconds and cpu.bare_seconds
+    assert len(mlx.bare_streams) == 2
+    assert mlx.frameworks == ["mlx"] and cpu.frameworks == ["torch"]
+    if cuda.bare_seconds is None:  # no CUDA here: said, not raised
+        assert "no CUDA device" in cuda.note
+    # a second call brackets the suite's figure: the streams accumulate
+    fidelity.run_bare(rows[:1], QUICK_PLAN)
+    assert len(mlx.bare_streams) == 4
+
+
+def test_a_results_file_that_does_not_exist_is_one_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no results file at"):
+        fidelity.fidelity(None, ["mlx-cpu"], tmp_path, tmp_path / "nope.json", QUICK_PLAN, {})
+
+
+def test_json_report_has_rows_summary_and_facts(tmp_path):
+    rows = [_row(1.2e-3, 1.0e-3)]
+    fidelity.write_json(rows, tmp_path / "f.json", {"profile": "quick"})
+    data = json.loads((tmp_path / "f.json").read_text())
+    assert data["facts"] == {"profile": "quick"} and data["summary"]["flagged"] == 1
+    assert data["rows"][0]["flagged"] and data["rows"][0]["ratio"] == pytest.approx(1.2)
