@@ -239,10 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, help="an asv results file to check instead of running asv here now"
     )
     fid.add_argument("--out", type=Path, help="folder for the run (default: fidelity/<date-time>)")
-    fid.add_argument("--streams", type=int, default=5, help="bare streams per case (the median is kept)")
-    fid.add_argument("--stream-seconds", type=float, default=0.1, help="length of one bare stream")
+    fid.add_argument("--streams", type=int, default=20, help="bare streams per case and process (median)")
+    fid.add_argument("--stream-seconds", type=float, default=0.01, help="length of one bare stream")
     fid.add_argument("--strict", action="store_true", help="exit 1 when a case is flagged")
     return parser
+
+
+def fidelity_backends(choice: str) -> list[str]:
+    """Like ``resolve_backends``, but a name that is unknown or absent here is reported and left out while
+    the others are checked; only a list that leaves nothing stops the run."""
+    from benchmarks.harness.backends import BACKEND_NAMES
+
+    if choice in ("auto", "all"):
+        return resolve_backends("auto")
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    status = probe_backends()
+    kept = []
+    for name in names:
+        if name not in BACKEND_NAMES:
+            _log(f"unknown backend {name!r} left out (known: {', '.join(BACKEND_NAMES)})")
+        elif status.get(name):
+            _log(f"left out, not here: {status[name]}")
+        else:
+            kept.append(name)
+    if not kept:
+        raise SystemExit(f"mtb fidelity: none of the backends {choice!r} runs here; try --backends auto")
+    return kept
 
 
 def fidelity_job(args: argparse.Namespace) -> int:
@@ -254,7 +276,7 @@ def fidelity_job(args: argparse.Namespace) -> int:
         raise SystemExit(f"mtb: {exc}") from None
     if args.streams < 1 or args.stream_seconds <= 0:
         raise SystemExit("mtb fidelity: --streams must be 1 or more and --stream-seconds above 0")
-    backends = resolve_backends(args.backends)
+    backends = fidelity_backends(args.backends)
     out = args.out or ROOT / "fidelity" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=",".join(backends))

@@ -1,6 +1,7 @@
 """Run-to-run spread: how far apart two runs of the same suite put each timing.
 
-For every ``time_`` benchmark and parameter combination measured in both result files, the relative
+For every timing (an op's ``time_`` method, a workload job's ``track_<what>_seconds``) and parameter
+combination measured in both result files, the relative
 difference is |a - b| / min(a, b).  The report gives its median for ops at or over a threshold (1 ms by
 default: where a few percent is the goal) and under it, the share within 5%, and the least repeatable.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asv.results import Results
+
+from tools.fidelity import is_timing
 
 
 @dataclass
@@ -35,11 +38,11 @@ class SpreadReport:
 
 
 def timings(path: Path) -> dict[str, float]:
-    """``benchmark[params]`` -> seconds, for every time_ result with a value."""
+    """``benchmark[params]`` -> seconds, for every timing with a value."""
     results = Results.load(str(path))
     out: dict[str, float] = {}
     for key in results.get_all_result_keys():
-        if not key.split(".")[-1].startswith("time_"):
+        if not is_timing(key):
             continue
         params = results.get_result_params(key)
         values = results.get_result_value(key, params)
@@ -57,7 +60,7 @@ def compare(first: dict[str, float], second: dict[str, float], min_seconds: floa
         row = (name, a, b, abs(a - b) / min(a, b))
         (report.large if max(a, b) >= min_seconds else report.small).append(row)
     if not report.large and not report.small:
-        raise ValueError("the two result files share no time_ measurement: are they from the same suite?")
+        raise ValueError("the two result files share no timing: are they from the same suite?")
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 
 import pytest
 from asv.results import Results
@@ -126,3 +127,20 @@ def test_json_report_has_rows_summary_and_facts(tmp_path):
     data = json.loads((tmp_path / "f.json").read_text())
     assert data["facts"] == {"profile": "quick"} and data["summary"]["flagged"] == 1
     assert data["rows"][0]["flagged"] and data["rows"][0]["ratio"] == pytest.approx(1.2)
+
+
+def test_unknown_and_absent_backends_are_left_out_with_a_message_and_the_rest_checked(monkeypatch, capsys):
+    from tools import mtb
+
+    status = {name: None for name in ("mlx-cpu", "torch-cpu")} | {"torch-cuda": "torch-cuda: no CUDA device"}
+    monkeypatch.setattr(mtb, "probe_backends", lambda: status)
+    assert mtb.fidelity_backends("mlx-cpu,bogus,torch-cuda") == ["mlx-cpu"]
+    said = capsys.readouterr().out
+    assert "unknown backend 'bogus' left out" in said and "not here: torch-cuda: no CUDA device" in said
+    with pytest.raises(SystemExit, match="none of the backends 'bogus' runs here"):
+        mtb.fidelity_backends("bogus")
+
+
+def test_a_selection_that_matches_no_timing_is_one_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no timing benchmark matches --bench"):
+        fidelity.fidelity(r"^ops\.NoSuchThing", ["mlx-cpu"], tmp_path, None, QUICK_PLAN, dict(os.environ))
