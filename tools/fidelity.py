@@ -46,7 +46,7 @@ class Row:
     suite_q25: float | None = None
     suite_q75: float | None = None
     bare_seconds: float | None = None
-    bare_streams: list[float] = field(default_factory=list)
+    bare_runs: list[list[float]] = field(default_factory=list)  # the streams of each bare process
     frameworks: list[str] = field(default_factory=list)  # what the bare process had imported
     note: str = ""  # why a figure is missing
 
@@ -61,6 +61,26 @@ class Row:
         return None
 
     @property
+    def bare_range(self) -> tuple[float, float] | None:
+        """The lowest and highest per-process bare figure: how far this machine drifted while the
+        suite's figure was taken between them."""
+        medians = [statistics.median(run) for run in self.bare_runs if run]
+        return (min(medians), max(medians)) if medians else None
+
+    @property
+    def outside_range(self) -> float | None:
+        """Suite over the nearest end of ``bare_range`` (1.0 when the suite's figure lies inside it)."""
+        span = self.bare_range
+        if self.suite_seconds is None or span is None:
+            return None
+        low, high = span
+        if self.suite_seconds > high:
+            return self.suite_seconds / high
+        if self.suite_seconds < low:
+            return self.suite_seconds / low
+        return 1.0
+
+    @property
     def bound(self) -> float:
         reference = self.bare_seconds or self.suite_seconds or 0.0
         return LARGE_BOUND if reference >= LARGE_CALL_SECONDS else SMALL_BOUND
@@ -70,9 +90,23 @@ class Row:
         ratio = self.ratio
         return ratio is not None and abs(ratio - 1.0) > self.bound
 
+    @property
+    def flagged_outside_range(self) -> bool:
+        """Flagged even against the drift: the suite's figure beyond the bound of every bare figure."""
+        outside = self.outside_range
+        return outside is not None and abs(outside - 1.0) > self.bound
+
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out.update(key=self.key, ratio=self.ratio, bound=self.bound, flagged=self.flagged)
+        out.update(
+            key=self.key,
+            ratio=self.ratio,
+            bound=self.bound,
+            flagged=self.flagged,
+            bare_range=self.bare_range,
+            outside_range=self.outside_range,
+            flagged_outside_range=self.flagged_outside_range,
+        )
         return out
 
 
@@ -247,9 +281,9 @@ def run_bare(rows: list[Row], plan: BarePlan, env: dict[str, str] | None = None)
             streams = answer.get("streams")
             row.frameworks = answer.get("frameworks", [])
             if streams:
-                row.bare_streams.extend(streams)
-                row.bare_seconds = statistics.median(row.bare_streams)
-            elif not row.bare_streams:
+                row.bare_runs.append(streams)
+                row.bare_seconds = statistics.median([s for run in row.bare_runs for s in run])
+            elif not row.bare_runs:
                 row.note = answer.get("note", "no bare figure")
 
 
@@ -355,9 +389,13 @@ def summary(rows: Sequence[Row]) -> dict[str, Any]:
             "p90": ordered[int(0.9 * (len(ordered) - 1))],
         }
 
+    drifts = [span[1] / span[0] - 1.0 for r in rows if r.ratio is not None and (span := r.bare_range)]
     return {
         "compared": len(ratios),
         "flagged": sum(r.flagged for r in rows),
+        "flagged_outside_bare_range": sum(r.flagged_outside_range for r in rows),
+        "bare_drift_median": statistics.median(drifts) if drifts else None,
+        "bare_drift_p90": sorted(drifts)[int(0.9 * (len(drifts) - 1))] if drifts else None,
         "without_figure": sum(r.ratio is None for r in rows),
         "ratio_all": quantiles(ratios),
         "ratio_50us_or_more": quantiles(large),
@@ -370,20 +408,28 @@ def _ms(seconds: float | None) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    lines = [f"{'suite ms':>10} {'bare ms':>10} {'ratio':>6}  {'':4} benchmark"]
+    """suite, bare, their ratio and the suite over the range of bare figures; ``flag``: the ratio is out
+    of bounds; ``FLAG``: out of bounds against every bare figure too (not the machine's drift)."""
+    lines = [f"{'suite ms':>10} {'bare ms':>10} {'ratio':>6} {'range':>6}  {'':4} benchmark"]
     for row in rows:
         ratio = "-" if row.ratio is None else f"{row.ratio:.3f}"
-        flag = "FLAG" if row.flagged else ""
-        lines.append(
-            f"{_ms(row.suite_seconds):>10} {_ms(row.bare_seconds):>10} {ratio:>6}  {flag:4} {row.key}"
-        )
+        outside = "-" if row.outside_range is None else f"{row.outside_range:.3f}"
+        flag = "FLAG" if row.flagged_outside_range else ("flag" if row.flagged else "")
+        figures = f"{_ms(row.suite_seconds):>10} {_ms(row.bare_seconds):>10} {ratio:>6} {outside:>6}"
+        lines.append(f"{figures}  {flag:4} {row.key}")
         if row.note and row.ratio is None:
-            lines.append(f"{'':34}{row.note}")
+            lines.append(f"{'':41}{row.note}")
     info = summary(rows)
     lines.append(
-        f"compared {info['compared']}, flagged {info['flagged']} (outside 1 +- {LARGE_BOUND:.0%} at "
-        f">= 50 us, 1 +- {SMALL_BOUND:.0%} below), without a figure {info['without_figure']}"
+        f"compared {info['compared']}, flagged {info['flagged']} (ratio outside 1 +- {LARGE_BOUND:.0%} at "
+        f">= 50 us, 1 +- {SMALL_BOUND:.0%} below), of which {info['flagged_outside_bare_range']} also that "
+        f"far outside the range of the bare figures (FLAG); without a figure {info['without_figure']}"
     )
+    if info["bare_drift_median"] is not None:
+        lines.append(
+            f"drift of the bare figures around a class's asv run: median {info['bare_drift_median']:.1%}, "
+            f"p90 {info['bare_drift_p90']:.1%}"
+        )
     for label in ("ratio_50us_or_more", "ratio_under_50us"):
         q = info[label]
         if q:

@@ -40,8 +40,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Track:
+    """A figure the job measures itself (a throughput of another call, a peak memory, a loss)."""
+
     unit: str
     measure: Callable[[Any], float]
+
+
+@dataclass(frozen=True)
+class FromTimings:
+    """A figure computed from the timings' samples (a rate at the fastest sample), so the job does not
+    run the same call again to get it."""
+
+    unit: str
+    compute: Callable[[Any, Mapping[str, list[float]]], float]  # (job, samples by timing) -> value
 
 
 @dataclass(frozen=True)
@@ -53,9 +64,9 @@ class JobSpec:
     param_names: Sequence[str]
     build: Callable[..., Any]  # (*params) -> the job; NotImplementedError skips with its reason
     timings: Mapping[str, Callable[[Any], Callable[[], Any]]]  # metric -> the job's unit call
-    tracks: Mapping[str, Track] = field(default_factory=dict)
+    tracks: Mapping[str, Track | FromTimings] = field(default_factory=dict)
     # samples per timing: at least the first, at most the second, stopping after the seconds
-    samples: tuple[int, int, float] = (5, 20, 1.0)
+    samples: tuple[int, int, float] = (3, 10, 0.5)
     timeout: float = 3600.0  # seconds per parameter set
 
     def combos(self) -> list[tuple[Any, ...]]:
@@ -113,7 +124,10 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
             out["errors"][metric] = f"{type(exc).__name__}: {exc}"
     for metric, track in spec.tracks.items():
         try:
-            out["tracks"][metric] = float(track.measure(job))
+            if isinstance(track, FromTimings):
+                out["tracks"][metric] = float(track.compute(job, out["timings"]))
+            else:
+                out["tracks"][metric] = float(track.measure(job))
         except Exception as exc:
             out["errors"][metric] = f"{type(exc).__name__}: {exc}"
     return out

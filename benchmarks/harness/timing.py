@@ -58,10 +58,9 @@ class TimedCall:
         self.batches = 0
 
     def _calibrate(self) -> int:
-        """Calls that fit in one batch, counted in a stream as long as a batch (after one call that may
-        still allocate or load kernels): a count over a stream, unlike the median of a few single
-        calls, is not thrown off by one call that waited for a core."""
-        self.call()
+        """Calls that fit in one batch, counted in a stream as long as a batch (the call was warmed up
+        when it was prepared): a count over a stream, unlike the median of a few single calls, is not
+        thrown off by one call that waited for a core."""
         calls, start = 0, time.perf_counter()
         while True:
             self.call()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +27,11 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
-from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
+from benchmarks.harness.jobs import FromTimings, JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.checkpoints import load_checkpoint, torch_expected, user_checkpoint
 from benchmarks.workloads.common import (
     eager_backend,
-    fastest,
     peak_bytes,
     require_memory,
     require_module,
@@ -349,16 +349,14 @@ class GenerationJob:
         self.backend.sync(tokens)
         return tokens
 
-    def prefill_tokens_per_s(self) -> float:
-        return self.config.prompt_tokens / fastest(self.first_token)
-
-    def decode_tokens_per_s(self) -> float:
-        """Tokens after the first over the time they add to the prefill (fastest of each)."""
-        decode = fastest(self.generate) - fastest(self.first_token)
-        return (self.config.new_tokens - 1) / decode if decode > 0 else math.nan
-
     def peak_bytes(self) -> int:
         return peak_bytes(self.backend, self.generate)
+
+
+def decode_tokens_per_s(job: GenerationJob, timings: Mapping[str, list[float]]) -> float:
+    """Tokens after the first over the time they add to the prefill (fastest sample of each)."""
+    decode = min(timings["generate_seconds"]) - min(timings["time_to_first_token_seconds"])
+    return (job.config.new_tokens - 1) / decode if decode > 0 else math.nan
 
 
 LLM_JOB = JobSpec(
@@ -373,8 +371,10 @@ LLM_JOB = JobSpec(
         "generate_seconds": lambda job: job.generate,
     },
     tracks={
-        "prefill_tokens_per_s": Track("tokens/s", GenerationJob.prefill_tokens_per_s),
-        "decode_tokens_per_s": Track("tokens/s", GenerationJob.decode_tokens_per_s),
+        "prefill_tokens_per_s": FromTimings(
+            "tokens/s", lambda job, t: job.config.prompt_tokens / min(t["time_to_first_token_seconds"])
+        ),
+        "decode_tokens_per_s": FromTimings("tokens/s", decode_tokens_per_s),
         "generate_peak_memory": Track("bytes", GenerationJob.peak_bytes),
         "weights_memory": Track("bytes", lambda job: job.generator.weight_bytes()),
     },

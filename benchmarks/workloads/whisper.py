@@ -28,13 +28,12 @@ import numpy as np
 
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
-from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
+from benchmarks.harness.jobs import FromTimings, JobSpec, Track, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads import checkpoints
 from benchmarks.workloads.common import (
     conv_torch_to_mlx,
     eager_backend,
-    fastest,
     load_mlx,
     peak_bytes,
     require_memory,
@@ -423,11 +422,6 @@ class WhisperJob:
     def transcribe(self) -> None:
         self.backend.sync(self.side.decode(self.side.encode(self.mel), self.size.new_tokens))
 
-    def decode_tokens_per_s(self) -> float:
-        profile = active_profile()
-        seconds = fastest(self.decode, profile.throughput_seconds, profile.throughput_min_calls)
-        return self.size.new_tokens / seconds
-
     def transcribe_peak_bytes(self) -> int:
         return peak_bytes(self.backend, self.transcribe)
 
@@ -445,7 +439,9 @@ WHISPER_JOB = JobSpec(
         "transcribe_total_seconds": lambda job: job.transcribe,
     },
     tracks={
-        "decode_tokens_per_s": Track("tokens/s", WhisperJob.decode_tokens_per_s),
+        "decode_tokens_per_s": FromTimings(
+            "tokens/s", lambda job, t: job.size.new_tokens / min(t["decode_seconds"])
+        ),
         "peak_memory": Track("bytes", WhisperJob.transcribe_peak_bytes),
     },
 )

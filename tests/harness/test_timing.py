@@ -78,12 +78,15 @@ def test_each_sample_is_a_warm_up_then_a_batch_and_reads_per_call(clock):
 
 
 def test_calibration_counts_a_stream_as_long_as_a_batch(clock):
-    durations = iter([0.5] + [0.001] * 100)  # a slow first call (allocation), then 1 ms calls
+    plan = SamplePlan(warmup_seconds=0.0, batch_seconds=0.02)
+    step = {"seconds": 0.001}
 
     def call() -> None:
-        clock.now += next(durations)
+        clock.now += step["seconds"]
 
-    assert TimedCall(call, SamplePlan(warmup_seconds=0.0, batch_seconds=0.02)).calls == 20
+    assert TimedCall(call, plan).calls == 20
+    step["seconds"] = 0.5  # a call longer than a batch is timed alone, after one calibration call
+    assert TimedCall(call, plan).calls == 1
 
 
 def test_calls_per_batch_are_bounded():

@@ -42,6 +42,20 @@ def test_ratios_are_flagged_outside_their_bound(suite, bare, flagged):
     assert row.flagged is flagged
 
 
+def test_the_range_of_bare_figures_separates_drift_from_a_harness_error():
+    row = _row(1.15e-3, None)
+    row.bare_runs = [[1.0e-3, 1.0e-3, 1.1e-3], [1.2e-3, 1.2e-3, 1.3e-3]]  # the machine slowed down
+    row.bare_seconds = 1.1e-3
+    assert row.bare_range == pytest.approx((1.0e-3, 1.2e-3))
+    assert row.outside_range == 1.0 and not row.flagged_outside_range
+    row.suite_seconds = 1.5e-3
+    assert row.outside_range == pytest.approx(1.25) and row.flagged and row.flagged_outside_range
+    row.suite_seconds = 0.8e-3
+    assert row.outside_range == pytest.approx(0.8) and row.flagged_outside_range
+    info = fidelity.summary([row])
+    assert info["flagged_outside_bare_range"] == 1 and info["bare_drift_median"] == pytest.approx(0.2)
+
+
 def test_a_row_without_either_figure_has_no_ratio_and_no_flag():
     for row in (_row(None, 1e-3), _row(1e-3, None)):
         assert row.ratio is None and not row.flagged
@@ -107,13 +121,13 @@ def test_bare_processes_hold_one_framework_and_fill_the_rows():
     fidelity.run_bare(rows, QUICK_PLAN)
     mlx, cpu, cuda = rows
     assert mlx.bare_seconds and cpu.bare_seconds
-    assert len(mlx.bare_streams) == 2
+    assert [len(run) for run in mlx.bare_runs] == [2]
     assert mlx.frameworks == ["mlx"] and cpu.frameworks == ["torch"]
     if cuda.bare_seconds is None:  # no CUDA here: said, not raised
         assert "no CUDA device" in cuda.note
     # a second call brackets the suite's figure: the streams accumulate
     fidelity.run_bare(rows[:1], QUICK_PLAN)
-    assert len(mlx.bare_streams) == 4
+    assert [len(run) for run in mlx.bare_runs] == [2, 2]
 
 
 def test_a_results_file_that_does_not_exist_is_one_clear_error(tmp_path):

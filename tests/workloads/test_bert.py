@@ -277,7 +277,7 @@ def test_combinations_too_large_for_the_machine_skip_while_small_ones_run(
         classification_job(backend, "bert-large-cased", 256, 512, True, big)
     with pytest.raises(NotImplementedError, match=r"inference .* needs about"):
         classification_job(backend, "bert-base-cased", 64, 512, False, big)
-    assert classification_job(backend, "bert-tiny", 2, 16, True, big).samples_per_s() > 0
+    classification_job(backend, "bert-tiny", 2, 16, True, big).train_step()
     monkeypatch.setattr(backend_class, "available_bytes", lambda self: 1024**2)
     with pytest.raises(NotImplementedError, match="BERT NLI training"):
         nli_job(backend, NLIConfig(pairs=2, seq=16))
