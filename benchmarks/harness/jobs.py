@@ -21,6 +21,7 @@ asv keys a ``setup_cache`` by its source line, so each workload class defines it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.backends import BACKEND_NAMES, get_backend, is_out_of_memory
+from benchmarks.harness.backends import is_out_of_memory
 from benchmarks.harness.profiles import active_profile
 from benchmarks.harness.timing import TimedCall
 
@@ -68,6 +69,8 @@ class JobSpec:
     # samples per timing: at least the first, at most the second, stopping after the seconds
     samples: tuple[int, int, float] = (3, 10, 0.5)
     timeout: float = 3600.0  # seconds per parameter set
+    # imported once before the measuring processes are forked, so none pays for it (transformers: 4 s)
+    preimport: tuple[str, ...] = ()
 
     def combos(self) -> list[tuple[Any, ...]]:
         import itertools
@@ -159,16 +162,20 @@ def _measuring_process_main(argv: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------------------------------
 # In asv's setup_cache process
 # ---------------------------------------------------------------------------------------------------
-def _absent_backend(params: Sequence[Any]) -> str | None:
-    """Why a parameter set cannot run here, without starting a process (an absent backend)."""
-    for value in params:
-        if isinstance(value, str) and value in BACKEND_NAMES:
-            return get_backend(value).unavailable_reason()
-    return None
+def _result_of(out: str, status: str) -> dict[str, Any]:
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    tail = "\n".join(out.strip().splitlines()[-15:])
+    return {"error": f"the measuring process {status}:\n{tail}"}
 
 
 def measure_in_process(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
-    """One measuring process for one parameter set; its last output line is the JSON result."""
+    """One measuring process for one parameter set, a fresh interpreter (used where forking is not safe:
+    a device already initialised here); its last output line is the JSON result."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
     command = [
@@ -181,23 +188,70 @@ def measure_in_process(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
         )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {spec.timeout:.0f} s"}
-    for line in reversed(out.stdout.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
+    return _result_of(out.stdout + "\n" + out.stderr, f"exited with status {out.returncode}")
+
+
+def measure_in_fork(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
+    """One measuring process for one parameter set, forked from this one (its imports already done,
+    as asv's forkserver does); the result comes back through a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the measuring process
+        os.close(read_end)
+        code = 0
+        try:
+            result = measure_job(spec, params)
+        except BaseException as exc:
+            import traceback
+
+            result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
+            code = 1
+        with os.fdopen(write_end, "w") as pipe:
+            pipe.write(json.dumps(result))
+        os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + spec.timeout
+    chunks = []
+    with os.fdopen(read_end) as pipe:
+        import select
+
+        while True:
+            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return {"error": f"timed out after {spec.timeout:.0f} s"}
+            chunk = pipe.read()
+            if not chunk:
                 break
-    tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-15:])
-    return {"error": f"the measuring process exited with status {out.returncode}:\n{tail}"}
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    text = "".join(chunks)
+    if text:
+        return json.loads(text)
+    return {"error": f"the measuring process ended without a result (wait status {status})"}
+
+
+def _fork_is_safe() -> bool:
+    """No device state that a forked child could not use: CUDA not initialised by torch, MLX not
+    imported (MLX's CUDA build initialises CUDA when imported)."""
+    from benchmarks.harness.frameworks import torch
+
+    cuda_ready = torch is not None and torch.cuda.is_initialized()
+    return hasattr(os, "fork") and not cuda_ready and "mlx.core" not in sys.modules
 
 
 def measure_all(spec: JobSpec) -> dict[str, Any]:
-    """Every parameter set of ``spec``, each in its own measuring process (asv's ``setup_cache``)."""
-    figures: dict[str, Any] = {}
-    for params in spec.combos():
-        absent = _absent_backend(params)
-        figures[combo_key(params)] = {"skip": absent} if absent else measure_in_process(spec, params)
-    return figures
+    """Every parameter set of ``spec``, each in its own measuring process (asv's ``setup_cache``): forked
+    from this process after ``spec.preimport`` where that leaves no device state behind, else a fresh
+    interpreter."""
+    import importlib
+
+    for module in spec.preimport:
+        with contextlib.suppress(ImportError):  # the job's own build says why it cannot run
+            importlib.import_module(module)
+    measure = measure_in_fork if _fork_is_safe() else measure_in_process
+    return {combo_key(params): measure(spec, params) for params in spec.combos()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from benchmarks.harness.backends import require_backend
 from benchmarks.harness.jobs import JobSpec, Track, job_benchmark, measure_all
 
 
@@ -52,3 +53,19 @@ COUNTER_JOB = JobSpec(
 class CounterJob(job_benchmark(COUNTER_JOB)):
     def setup_cache(self) -> dict:
         return measure_all(COUNTER_JOB)
+
+
+ABSENT_JOB = JobSpec(
+    name="AbsentJob",
+    module=__name__,
+    doc="A job on the accelerator backends, never both present.",
+    params=[["torch-cuda", "torch-mps"]],
+    param_names=["backend"],
+    build=require_backend,
+    timings={},
+)
+
+
+class AbsentJob(job_benchmark(ABSENT_JOB)):
+    def setup_cache(self) -> dict:
+        return measure_all(ABSENT_JOB)

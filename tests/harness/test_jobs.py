@@ -70,20 +70,21 @@ def test_measure_all_runs_one_process_per_parameter_set_and_keeps_the_others_goi
     assert "ValueError: size 13 breaks the build" in figures[jobs.combo_key((13,))]["error"]
 
 
-def test_an_absent_backend_is_skipped_without_starting_a_process(monkeypatch):
-    started = []
-    monkeypatch.setattr(jobs, "measure_in_process", lambda spec, params: started.append(params) or {})
+def test_an_absent_backend_is_skipped_with_its_reason():
     names = ("torch-cuda", "torch-mps")  # never both present
-    spec = jobs.JobSpec(
-        name="Absent", module=fake_jobs.__name__, doc="", params=[list(names)], param_names=["backend"],
-        build=Counter, timings={},
-    )  # fmt: skip
-    figures = jobs.measure_all(spec)
+    figures = jobs.measure_all(fake_jobs.ABSENT_JOB)
     absent = [n for n in names if get_backend(n).unavailable_reason()]
     assert absent
     for name in absent:
         assert figures[jobs.combo_key((name,))] == {"skip": get_backend(name).unavailable_reason()}
-    assert started == [(n,) for n in names if n not in absent]
+
+
+def test_a_fresh_interpreter_measures_as_a_fork_does():
+    figures = jobs.measure_in_process(COUNTER_JOB, (2,))
+    assert figures["tracks"]["build_number"] == 1 and figures["tracks"]["pid"] != os.getpid()
+    assert len(figures["timings"]["step_seconds"]) == 3
+    assert jobs.measure_in_process(COUNTER_JOB, (-1,)) == {"skip": "size -1: negative sizes are not run"}
+    assert "size 13 breaks the build" in jobs.measure_in_process(COUNTER_JOB, (13,))["error"]
 
 
 def test_a_real_allocation_failure_is_recognised_and_an_ordinary_error_is_not():
@@ -112,3 +113,12 @@ def test_any_other_failure_while_building_stays_an_error():
 
     with pytest.raises(ValueError, match="wrong shapes"):
         jobs.build_job("job", build)
+
+
+def test_a_forked_measuring_process_reports_through_its_pipe():
+    figures = jobs.measure_in_fork(COUNTER_JOB, (2,))
+    assert figures["tracks"]["build_number"] == Counter.builds + 1  # built in the child, not here
+    assert figures["tracks"]["pid"] != os.getpid()
+    assert jobs.measure_in_fork(COUNTER_JOB, (-1,)) == {"skip": "size -1: negative sizes are not run"}
+    failed = jobs.measure_in_fork(COUNTER_JOB, (13,))
+    assert "ValueError: size 13 breaks the build" in failed["error"] and "Traceback" in failed["traceback"]
