@@ -288,31 +288,34 @@ NLI_JOB = JobSpec(
     tracks=bert_tracks("train_step_seconds"),
     timeout=BERT_TIMEOUT,
 )
-CLASSIFICATION_PARAMS = [selected_backend_names(), list(GRID.models), list(GRID.batches), list(GRID.seqs)]
-CLASSIFICATION_PARAM_NAMES = ["backend", "model", "batch", "seq"]
-CLASSIFICATION_TRAINING_JOB = JobSpec(
-    name="BertClassificationTraining",
-    module=__name__,
-    preimport=("transformers",),
-    doc="BertForSequenceClassification training steps (forward, cross entropy, backward, AdamW).",
-    params=CLASSIFICATION_PARAMS,
-    param_names=CLASSIFICATION_PARAM_NAMES,
-    build=lambda backend, model, batch, seq: classification_job(backend, model, batch, seq, True, GRID),
-    timings={"train_step_seconds": lambda job: job.train_step},
-    tracks=bert_tracks("train_step_seconds"),
-    timeout=BERT_TIMEOUT,
+
+
+def classification_spec(name: str, doc: str, train: bool) -> JobSpec:
+    """The BertForSequenceClassification grid, trained or run forward: one spec for either."""
+    timing = "train_step_seconds" if train else "inference_seconds"
+    return JobSpec(
+        name=name,
+        module=__name__,
+        preimport=("transformers",),
+        doc=doc,
+        params=[selected_backend_names(), list(GRID.models), list(GRID.batches), list(GRID.seqs)],
+        param_names=["backend", "model", "batch", "seq"],
+        build=lambda backend, model, batch, seq: classification_job(backend, model, batch, seq, train, GRID),
+        timings={timing: (lambda job: job.train_step) if train else (lambda job: job.inference)},
+        tracks=bert_tracks(timing),
+        timeout=BERT_TIMEOUT,
+    )
+
+
+CLASSIFICATION_TRAINING_JOB = classification_spec(
+    "BertClassificationTraining",
+    "BertForSequenceClassification training steps (forward, cross entropy, backward, AdamW).",
+    train=True,
 )
-CLASSIFICATION_INFERENCE_JOB = JobSpec(
-    name="BertClassificationInference",
-    module=__name__,
-    preimport=("transformers",),
-    doc="BertForSequenceClassification forward passes without gradients.",
-    params=CLASSIFICATION_PARAMS,
-    param_names=CLASSIFICATION_PARAM_NAMES,
-    build=lambda backend, model, batch, seq: classification_job(backend, model, batch, seq, False, GRID),
-    timings={"inference_seconds": lambda job: job.inference},
-    tracks=bert_tracks("inference_seconds"),
-    timeout=BERT_TIMEOUT,
+CLASSIFICATION_INFERENCE_JOB = classification_spec(
+    "BertClassificationInference",
+    "BertForSequenceClassification forward passes without gradients.",
+    train=False,
 )
 
 
