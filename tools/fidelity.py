@@ -195,14 +195,14 @@ def is_timing(name: str) -> bool:
 def _prepared_call(benchmark: str, params: Sequence[str]) -> Callable[[], Any]:
     """The unit call behind a timing, prepared as the suite prepares it: an op class's own setup, or a
     workload job built from its spec."""
-    from benchmarks.harness.jobs import JobSpec, build_job, combo_key
+    from benchmarks.harness.jobs import JobSpec, build_job
 
     module_name, class_name, method = benchmark.rsplit(".", 2)
     module = importlib.import_module(f"benchmarks.{module_name}")
     cls = getattr(module, class_name)
     spec = getattr(cls, "spec", None)
     if isinstance(spec, JobSpec):
-        typed = {combo_key(c): c for c in spec.combos()}.get(combo_key(params))
+        typed = spec.declared(params)
         if typed is None:
             raise NotImplementedError(f"{class_name} has no parameter set {list(params)}")
         job = build_job(f"{class_name} {' '.join(params)}", lambda: spec.build(*typed))

@@ -22,8 +22,11 @@ asv keys a ``setup_cache`` by its source line, so each workload class defines it
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -73,9 +76,12 @@ class JobSpec:
     preimport: tuple[str, ...] = ()
 
     def combos(self) -> list[tuple[Any, ...]]:
-        import itertools
-
         return list(itertools.product(*self.params))
+
+    def declared(self, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """The declared parameter set that ``params`` names (as text, the way asv and the command line
+        give them), with its declared types; None if there is none."""
+        return {combo_key(c): c for c in self.combos()}.get(combo_key(params))
 
 
 def combo_key(params: Sequence[Any]) -> str:
@@ -146,12 +152,11 @@ def _spec_from(module: str, name: str) -> JobSpec:
 def _measuring_process_main(argv: Sequence[str]) -> None:
     module, name, params_json = argv
     spec = _spec_from(module, name)
-    declared = {combo_key(c): c for c in spec.combos()}
-    key = combo_key(json.loads(params_json))
-    if key not in declared:
-        raise SystemExit(f"{name} has no parameter set {key}")
+    params = spec.declared(json.loads(params_json))
+    if params is None:
+        raise SystemExit(f"{name} has no parameter set {params_json}")
     try:
-        result = measure_job(spec, declared[key])
+        result = measure_job(spec, params)
     except Exception as exc:
         import traceback
 
@@ -210,23 +215,14 @@ def measure_in_fork(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
             pipe.write(json.dumps(result))
         os._exit(code)
     os.close(write_end)
-    deadline = time.monotonic() + spec.timeout
-    chunks = []
     with os.fdopen(read_end) as pipe:
-        import select
-
-        while True:
-            ready, _, _ = select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return {"error": f"timed out after {spec.timeout:.0f} s"}
-            chunk = pipe.read()
-            if not chunk:
-                break
-            chunks.append(chunk)
+        # the child writes once, at its end (or the pipe closes when it dies): wait for that, bounded
+        if not select.select([pipe], [], [], spec.timeout)[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return {"error": f"timed out after {spec.timeout:.0f} s"}
+        text = pipe.read()
     _, status = os.waitpid(pid, 0)
-    text = "".join(chunks)
     if text:
         return json.loads(text)
     return {"error": f"the measuring process ended without a result (wait status {status})"}
