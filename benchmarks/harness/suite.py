@@ -4,6 +4,9 @@ timed method and the ``track_`` metrics.  The classes stay declarative: ``Softma
 
 from __future__ import annotations
 
+from typing import Any
+
+from benchmarks.harness import probes
 from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
@@ -29,12 +32,6 @@ def prepared_run(spec: OpSpec, case: str, dtype: str, backend: str, profile: Pro
     return run
 
 
-def warm_up_prepared(*params: str) -> None:
-    """The warm-up burst before a sample of the run this process prepared (harness/timing.py)."""
-    for run in _prepared.values():
-        run.timed.warm_up()
-
-
 def release_prepared() -> None:
     for run in _prepared.values():
         run.release()
@@ -49,6 +46,28 @@ def op_dtypes(spec: OpSpec) -> list[str]:
 def op_benchmark(spec: OpSpec) -> type:
     profile = active_profile()
 
+    def warm_up(scratch: str, case: str, dtype: str, backend: str) -> None:
+        """Before every sample of ``time_forward``: prepare once, then the warm-up burst."""
+        prepared_run(spec, case, dtype, backend, profile).timed.warm_up()
+
+    def load_probes(scratch: str, case: str, dtype: str, backend: str) -> None:
+        """Before a ``track_`` method: this run's probes of the combination, measured by the first."""
+        probes.load(
+            scratch,
+            (spec.name, case, dtype, backend, profile.name),
+            lambda: prepared_run(spec, case, dtype, backend, profile),
+        )
+
+    def track(probe: str, unit: str) -> Any:
+        def method(self: Any, scratch: str, case: str, dtype: str, backend: str) -> float:
+            return probes.figure(scratch, (spec.name, case, dtype, backend, profile.name), probe)
+
+        method.__name__ = f"track_{probe}"
+        method.unit = unit  # type: ignore[attr-defined]
+        # asv runs a method's own ``setup`` after the class's: a skip is raised there, before the method
+        method.setup = load_probes  # type: ignore[attr-defined]
+        return method
+
     class OpBenchmark:
         params = [
             [c.label for c in spec.cases(profile.name)],
@@ -58,21 +77,29 @@ def op_benchmark(spec: OpSpec) -> type:
         param_names = PARAM_NAMES
         rounds = profile.rounds
         repeat = profile.repeat
-        # setup warms up before every sample (asv re-runs it), so asv's own warm-up phase is not needed
+        # time_forward's own setup warms up before every sample (asv re-runs it), so asv's warm-up phase
+        # is not needed
         warmup_time = 0.0
         timer = staticmethod(per_call_clock)
         timeout = 600
 
-        def setup(self, case: str, dtype: str, backend: str) -> None:
-            self.run = prepared_run(spec, case, dtype, backend, profile)
+        # One scratch folder per asv run for the probes of every op class (harness/probes.py).
+        setup_cache = staticmethod(probes.scratch_folder)
 
-        def time_forward(self, case: str, dtype: str, backend: str) -> None:
+        def setup(self, scratch: str, case: str, dtype: str, backend: str) -> None:
+            # Nothing is prepared here: the track_ processes of a combination after the first only read
+            # its probes.  Each method's own setup prepares what it needs.
+            self.params_set = (case, dtype, backend)
+
+        @property
+        def run(self) -> OpRun:
+            """The combination prepared in this process (once; asv re-runs setup around every sample)."""
+            return prepared_run(spec, *self.params_set, profile)
+
+        def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
             self.run.timed.batch()
 
-        # asv runs a benchmark function's own ``setup`` after the class's, right before every sample
-        # (it re-runs both around each timed call): the warm-up burst belongs to the timing alone, so
-        # the track_ processes neither calibrate nor warm up
-        time_forward.setup = warm_up_prepared
+        time_forward.setup = warm_up
 
         def timed_call(self, method: str) -> TimedCall:
             """What a ``time_`` method times, for the fidelity check (tools/fidelity.py)."""
@@ -80,20 +107,11 @@ def op_benchmark(spec: OpSpec) -> type:
                 raise KeyError(f"{spec.name} has no timed method {method!r}")
             return self.run.timed
 
-        def track_throughput(self, case: str, dtype: str, backend: str) -> float:
-            return self.run.throughput()
-
-        track_throughput.unit = spec.throughput_unit
-
-        def track_peak_memory(self, case: str, dtype: str, backend: str) -> int:
-            return self.run.peak_memory_bytes()
-
-        track_peak_memory.unit = "bytes"
-
-        def track_parity_error(self, case: str, dtype: str, backend: str) -> float:
-            return self.run.parity_error()
-
-        track_parity_error.unit = "mismatch fraction" if spec.exact else "relative error vs float64"
+        track_throughput = track("throughput", spec.throughput_unit)
+        track_peak_memory = track("peak_memory", "bytes")
+        track_parity_error = track(
+            "parity_error", "mismatch fraction" if spec.exact else "relative error vs float64"
+        )
 
     OpBenchmark.__name__ = spec.name
     OpBenchmark.__qualname__ = spec.name

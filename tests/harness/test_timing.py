@@ -97,19 +97,17 @@ def test_calls_per_batch_are_bounded():
     assert calls_for(0.001, plan) == 10
 
 
-def test_the_op_classes_warm_up_before_every_sample_through_asv():
+def test_the_op_classes_warm_up_before_every_sample_through_asv(tmp_path):
     from benchmarks.harness.suite import release_prepared
     from benchmarks.ops.activations import ReLU
+    from tests.ops.asv_way import asv_benchmark
 
     bench = ReLU()
-    case = ReLU.params[0][0]
-    func = bench.time_forward
-    asv = TimeBenchmark("ops.activations.ReLU.time_forward", func, [func, bench, sys.modules[__name__]])
-    asv.set_param_idx(ReLU.params[2].index("torch-cpu") + 0)  # first case, float32, torch-cpu
-    assert asv._current_params == (case, "float32", "torch-cpu")
+    params = (ReLU.params[0][0], "float32", "torch-cpu")
+    asv = asv_benchmark(bench, "time_forward", params, str(tmp_path))
     assert not asv.do_setup()
     try:
-        result = asv.run(*asv._current_params)
+        result = asv.run(*asv._build_params())
         timed = bench.run.timed
         samples = len(result["samples"])
         assert samples >= ReLU.repeat[0]
@@ -118,4 +116,3 @@ def test_the_op_classes_warm_up_before_every_sample_through_asv():
     finally:
         asv.do_teardown()
         release_prepared()
-        timing.reset_clock()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import os
 
 import pytest
 
@@ -15,6 +16,7 @@ from benchmarks.harness.run import ITEMSIZE
 from benchmarks.harness.suite import release_prepared
 from benchmarks.ops import MODULES
 from tests.conftest import COMPILED_BACKENDS, TEST_BACKENDS
+from tests.ops.asv_way import run_the_asv_way
 
 
 def _classes():
@@ -42,28 +44,33 @@ def _combinations(cls):
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
-def test_benchmark_class_runs_every_method(name):
+def test_benchmark_class_runs_every_method(name, tmp_path):
     cls = CLASSES[name]
     assert cls.__name__ == name.split(".")[1]
     assert cls.param_names == ["case", "dtype", "backend"]
     spec = cls.spec
+    scratch = cls.setup_cache()  # asv runs it in the folder it made for the run
+    assert scratch == os.getcwd()
+    scratch = str(tmp_path)
     ran = 0
-    for case, dtype, backend in _combinations(cls):
-        bench = cls()
-        try:
-            bench.setup(case, dtype, backend)
-        except NotImplementedError:
+    for params in _combinations(cls):
+        case, dtype, backend = params
+        timing = run_the_asv_way(cls(), "time_forward", params, scratch)
+        if timing is None:  # skipped, with the reason, in setup
             assert dtype != "float32", f"{name} {case} float32 must run on {backend}"
+            assert run_the_asv_way(cls(), "track_throughput", params, scratch) is None
             continue
-        bench.time_forward(case, dtype, backend)
-        throughput = bench.track_throughput(case, dtype, backend)
+        assert len(timing["samples"]) >= cls.repeat[0] and min(timing["samples"]) > 0
+        throughput = run_the_asv_way(cls(), "track_throughput", params, scratch)
         assert math.isfinite(throughput) and throughput > 0, (name, case, backend, throughput)
-        peak = bench.track_peak_memory(case, dtype, backend)
+        peak = run_the_asv_way(cls(), "track_peak_memory", params, scratch)
         # The call must at least hold its output: a probe that misses reused or cached buffers reads 0.
+        bench = cls()
+        bench.setup(scratch, *params)
         output_bytes = bench.run.result().size * (4 if spec.exact else ITEMSIZE[dtype])
         if output_bytes >= 2**20:
             assert peak >= 0.9 * output_bytes, (name, case, backend, peak, output_bytes)
-        error = bench.track_parity_error(case, dtype, backend)
+        error = run_the_asv_way(cls(), "track_parity_error", params, scratch)
         assert error <= parity.tolerance(dtype, spec.tolerance_factor, spec.exact), (
             name,
             case,

@@ -1,0 +1,102 @@
+"""The op classes' track_ figures: measured once per combination and asv run, from one prepared run,
+read by the other track_ processes; skips and failures reach every method that needs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.harness import probes
+from benchmarks.harness.run import OpRun
+from benchmarks.harness.suite import release_prepared
+from tests.conftest import ABSENT_TORCH_BACKEND
+from tests.ops.asv_way import run_the_asv_way
+
+KEY = ("Op", "4x4", "float32", "torch-cpu", "quick")
+
+
+class FakeRun:
+    def __init__(self, fail: str | None = None) -> None:
+        self.fail = fail
+        self.order: list[str] = []
+
+    def _probe(self, name: str, value: float) -> float:
+        self.order.append(name)
+        if name == self.fail:
+            raise ValueError(f"{name} broke")
+        return value
+
+    def peak_memory_bytes(self) -> int:
+        return int(self._probe("peak_memory", 4096))
+
+    def parity_error(self) -> float:
+        return self._probe("parity_error", 1e-7)
+
+    def throughput(self) -> float:
+        return self._probe("throughput", 12.5)
+
+
+def test_the_first_reader_measures_every_probe_the_others_read(tmp_path):
+    prepared: list[FakeRun] = []
+
+    def prepare() -> FakeRun:
+        prepared.append(FakeRun())
+        return prepared[-1]
+
+    for _ in range(3):
+        probes.load(str(tmp_path), KEY, prepare)
+    assert len(prepared) == 1
+    # peak memory first, as in a process that has made no call yet
+    assert prepared[0].order == ["peak_memory", "parity_error", "throughput"]
+    assert probes.figure(str(tmp_path), KEY, "peak_memory") == 4096
+    assert probes.figure(str(tmp_path), KEY, "throughput") == 12.5
+    # another combination, or another run's folder, is measured afresh
+    probes.load(str(tmp_path), (*KEY[:3], "mlx-cpu", "quick"), prepare)
+    (tmp_path / "other-run").mkdir()
+    probes.load(str(tmp_path / "other-run"), KEY, prepare)
+    assert len(prepared) == 3
+
+
+def test_a_skip_is_kept_and_raised_for_every_method(tmp_path):
+    calls = []
+
+    def prepare() -> OpRun:
+        calls.append(1)
+        raise NotImplementedError("mlx-cpu does not run bfloat16 here")
+
+    for _ in range(2):
+        with pytest.raises(NotImplementedError, match="does not run bfloat16"):
+            probes.load(str(tmp_path), KEY, prepare)
+    assert len(calls) == 1
+
+
+def test_a_failing_probe_fails_alone(tmp_path):
+    probes.load(str(tmp_path), KEY, lambda: FakeRun(fail="parity_error"))
+    with pytest.raises(RuntimeError, match="parity_error: ValueError: parity_error broke"):
+        probes.figure(str(tmp_path), KEY, "parity_error")
+    assert probes.figure(str(tmp_path), KEY, "throughput") == 12.5
+
+
+def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch):
+    from benchmarks.ops.activations import ReLU
+
+    prepares = []
+    real = OpRun.prepare.__func__
+
+    def counting(cls, *args, **kwargs):
+        prepares.append(args[:4])
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(OpRun, "prepare", classmethod(counting))
+    params = (ReLU.params[0][0], "float32", "torch-cpu")
+    figures = {}
+    for method in ("track_parity_error", "track_peak_memory", "track_throughput"):
+        release_prepared()  # as in a fresh benchmark process
+        figures[method] = run_the_asv_way(ReLU(), method, params, str(tmp_path))
+    assert len(prepares) == 1
+    assert figures["track_throughput"] > 0 and figures["track_peak_memory"] >= 0
+    assert figures["track_parity_error"] <= 1e-4
+    # a backend absent here is skipped by every track method (the tests declare every backend)
+    absent = (ReLU.params[0][0], "float32", ABSENT_TORCH_BACKEND)
+    for method in ("track_parity_error", "track_throughput"):
+        assert run_the_asv_way(ReLU(), method, absent, str(tmp_path)) is None
+    release_prepared()
