@@ -47,7 +47,7 @@ PROFILES = {
         low_precision_dtypes=("bfloat16",),
         compiled_subset=("GELU", "Softmax", "LayerNorm", "BCEWithLogits", "SquareMatMul", "SDPA"),
         rounds=2,
-        repeat=(6, 12, 0.15),
+        repeat=(10, 20, 0.25),
         sample=SamplePlan(warmup_seconds=0.002, batch_seconds=0.01),
         throughput_seconds=0.1,
         throughput_min_calls=3,
