@@ -162,12 +162,16 @@ def _unquote(value: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BarePlan:
-    """Streams as long as the suite's batches (the quick profile's 10 ms), many of them, and their
-    median: the same statistic as the suite's, which a preempted stream cannot move."""
+    """Streams as long as the suite's batches (the quick profile's 10 ms) and their median: the same
+    statistic as the suite's, which a preempted stream cannot move.  ``processes`` fresh processes per
+    backend each time the bare figure is taken: on a shared VM one process runs faster or slower than
+    the next as a whole (the suite's rounds average over processes for the same reason), so a bare
+    figure from one process would carry that process's luck."""
 
     warmup_seconds: float = 0.05
     stream_seconds: float = 0.01
-    streams: int = 20
+    streams: int = 10
+    processes: int = 2
 
 
 def stream_per_call(call: Callable[[], Any], seconds: float) -> float:
@@ -247,44 +251,51 @@ def blocked_modules(backend: str) -> list[str]:
 
 
 def run_bare(rows: list[Row], plan: BarePlan, env: dict[str, str] | None = None) -> None:
-    """Add bare streams to every row, one process per backend; ``bare_seconds`` is the median of all
-    the streams a row has (a second call, after asv has run, brackets the suite's figure in time)."""
+    """Add bare streams to every row, from ``plan.processes`` processes per backend; ``bare_seconds`` is
+    the median of all the streams a row has (a second call, after asv has run, brackets the suite's
+    figure in time)."""
     by_backend: dict[str, list[Row]] = {}
     for row in rows:
         by_backend.setdefault(row.backend, []).append(row)
-    for backend, group in by_backend.items():
-        payload = {
-            "plan": asdict(plan),
-            "block": blocked_modules(backend),
-            "requests": [{"benchmark": r.benchmark, "params": list(r.params)} for r in group],
-        }
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(payload, handle)
-        try:
-            out = subprocess.run(
-                [sys.executable, "-m", "tools.fidelity", handle.name],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        finally:
-            os.unlink(handle.name)
-        answers = _parse_answers(out.stdout)
-        if answers is None:
-            tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
-            for row in group:
-                row.note = f"bare process failed (exit {out.returncode}): {' | '.join(tail)}"
-            continue
-        for row, answer in zip(group, answers, strict=True):
-            streams = answer.get("streams")
-            row.frameworks = answer.get("frameworks", [])
-            if streams:
-                row.bare_runs.append(streams)
-                row.bare_seconds = statistics.median([s for run in row.bare_runs for s in run])
-            elif not row.bare_runs:
-                row.note = answer.get("note", "no bare figure")
+    for _ in range(plan.processes):
+        for backend, group in by_backend.items():
+            _bare_process(backend, group, plan, env)
+
+
+def _bare_process(backend: str, group: list[Row], plan: BarePlan, env: dict[str, str] | None) -> None:
+    """One fresh process measuring every row of ``group`` (one backend) in turn."""
+    payload = {
+        "plan": asdict(plan),
+        "block": blocked_modules(backend),
+        "requests": [{"benchmark": r.benchmark, "params": list(r.params)} for r in group],
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(payload, handle)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "tools.fidelity", handle.name],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.unlink(handle.name)
+    answers = _parse_answers(out.stdout)
+    if answers is None:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        for row in group:
+            row.note = f"bare process failed (exit {out.returncode}): {' | '.join(tail)}"
+        return
+    for row, answer in zip(group, answers, strict=True):
+        streams = answer.get("streams")
+        row.frameworks = answer.get("frameworks", [])
+        if streams:
+            row.bare_runs.append(streams)
+            row.bare_seconds = statistics.median([s for run in row.bare_runs for s in run])
+        elif not row.bare_runs:
+            row.note = answer.get("note", "no bare figure")
 
 
 def _parse_answers(stdout: str) -> list[dict[str, Any]] | None:

@@ -239,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, help="an asv results file to check instead of running asv here now"
     )
     fid.add_argument("--out", type=Path, help="folder for the run (default: fidelity/<date-time>)")
-    fid.add_argument("--streams", type=int, default=20, help="bare streams per case and process (median)")
+    fid.add_argument("--streams", type=int, default=10, help="bare streams per case and process (median)")
+    fid.add_argument(
+        "--bare-processes", type=int, default=2, help="fresh bare processes before and after each class"
+    )
     fid.add_argument("--stream-seconds", type=float, default=0.01, help="length of one bare stream")
     fid.add_argument("--strict", action="store_true", help="exit 1 when a case is flagged")
     return parser
@@ -274,13 +277,17 @@ def fidelity_job(args: argparse.Namespace) -> int:
         get_profile(args.profile)
     except ValueError as exc:
         raise SystemExit(f"mtb: {exc}") from None
-    if args.streams < 1 or args.stream_seconds <= 0:
-        raise SystemExit("mtb fidelity: --streams must be 1 or more and --stream-seconds above 0")
+    if args.streams < 1 or args.stream_seconds <= 0 or args.bare_processes < 1:
+        raise SystemExit(
+            "mtb fidelity: --streams and --bare-processes must be 1 or more, --stream-seconds above 0"
+        )
     backends = fidelity_backends(args.backends)
     out = args.out or ROOT / "fidelity" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=",".join(backends))
-    plan = fidelity_tool.BarePlan(stream_seconds=args.stream_seconds, streams=args.streams)
+    plan = fidelity_tool.BarePlan(
+        stream_seconds=args.stream_seconds, streams=args.streams, processes=args.bare_processes
+    )
     rows = fidelity_tool.fidelity(args.bench, backends, out, args.results, plan, env, log=_log)
     print(fidelity_tool.format_table(rows))
     facts = {

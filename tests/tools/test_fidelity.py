@@ -3,6 +3,7 @@ bare measurement processes (one framework each; a bad request reported, the othe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -15,7 +16,7 @@ from benchmarks.ops.activations import ReLU
 from tools import fidelity
 from tools.fidelity import BarePlan, Row
 
-QUICK_PLAN = BarePlan(warmup_seconds=0.01, stream_seconds=0.01, streams=2)
+QUICK_PLAN = BarePlan(warmup_seconds=0.01, stream_seconds=0.01, streams=2, processes=1)
 RELU = "ops.activations.ReLU.time_forward"
 RELU_CASE = ReLU.params[0][0]
 
@@ -125,9 +126,9 @@ def test_bare_processes_hold_one_framework_and_fill_the_rows():
     assert mlx.frameworks == ["mlx"] and cpu.frameworks == ["torch"]
     if cuda.bare_seconds is None:  # no CUDA here: said, not raised
         assert "no CUDA device" in cuda.note
-    # a second call brackets the suite's figure: the streams accumulate
-    fidelity.run_bare(rows[:1], QUICK_PLAN)
-    assert [len(run) for run in mlx.bare_runs] == [2, 2]
+    # a second call brackets the suite's figure: the streams accumulate, one run per bare process
+    fidelity.run_bare(rows[:1], dataclasses.replace(QUICK_PLAN, processes=2))
+    assert [len(run) for run in mlx.bare_runs] == [2, 2, 2]
 
 
 def test_a_results_file_that_does_not_exist_is_one_clear_error(tmp_path):
