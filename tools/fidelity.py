@@ -368,15 +368,38 @@ def time_benchmarks(bench: str | None, env: dict[str, str]) -> dict[str, list[li
 
 
 def planned_rows(name: str, params: list[list[str]], backends: Sequence[str]) -> list[Row]:
+    """The parameter sets of ``name`` on ``backends``, less those the profile never times (the quick
+    profile compiles a subset of the ops: a bare process for the others would only report the skip)."""
     from benchmarks.harness.backends import BACKEND_NAMES
 
     rows = []
     for combo in itertools.product(*params) if params else [()]:
         plain = tuple(_unquote(p) for p in combo)
         backend = _backend_of(plain, BACKEND_NAMES)
-        if backend is not None and backend in backends:
+        if backend is not None and backend in backends and not _profile_skips(name, plain, backend):
             rows.append(Row(name, plain, backend))
     return rows
+
+
+def _profile_skips(benchmark: str, params: tuple[str, ...], backend: str) -> bool:
+    from benchmarks.harness.backends import get_backend
+    from benchmarks.harness.opspec import OpSpec
+    from benchmarks.harness.profiles import active_profile, compiled_skip_reason
+
+    if not get_backend(backend).compiled:
+        return False
+    module_name, class_name, _ = benchmark.rsplit(".", 2)
+    cls = getattr(importlib.import_module(f"benchmarks.{module_name}"), class_name, None)
+    spec = getattr(cls, "spec", None)
+    if not isinstance(spec, OpSpec):
+        return False
+    profile = active_profile()
+    case, dtype = params[0], params[1]
+    try:
+        index, _ = spec.find_case(profile.name, case)
+    except KeyError:
+        return False
+    return compiled_skip_reason(profile, spec.name, index, dtype) is not None
 
 
 # ---------------------------------------------------------------------------------------------------

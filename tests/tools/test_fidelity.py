@@ -159,3 +159,20 @@ def test_unknown_and_absent_backends_are_left_out_with_a_message_and_the_rest_ch
 def test_a_selection_that_matches_no_timing_is_one_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no timing benchmark matches --bench"):
         fidelity.fidelity(r"^ops\.NoSuchThing", ["mlx-cpu"], tmp_path, None, QUICK_PLAN, dict(os.environ))
+
+
+def test_planned_rows_leave_out_what_the_profile_never_compiles():
+    from benchmarks.ops.activations import GELU
+
+    params = [[repr(v) for v in values] for values in GELU.params]
+    rows = fidelity.planned_rows("ops.activations.GELU.time_forward", params, ["mlx-cpu", "torch-compile"])
+    compiled = [r.params for r in rows if r.backend == "torch-compile"]
+    # the quick profile compiles GELU's first case in float32 only
+    assert compiled == [(GELU.params[0][0], "float32", "torch-compile")]
+    assert len([r for r in rows if r.backend == "mlx-cpu"]) == len(GELU.params[0]) * len(GELU.params[1])
+    # an op outside the compiled subset keeps no torch-compile row; other backends are left out
+    relu = [[repr(v) for v in values] for values in ReLU.params]
+    assert not fidelity.planned_rows("ops.activations.ReLU.time_forward", relu, ["torch-compile"])
+    assert {
+        r.backend for r in fidelity.planned_rows("ops.activations.ReLU.time_forward", relu, ["mlx-cpu"])
+    } == {"mlx-cpu"}
