@@ -367,6 +367,10 @@ class TorchBackend(Backend):
             torch.mps.synchronize()
 
     def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if self.torch_device() == "cpu":
+            from benchmarks.harness.inductor import settle_vec_isa
+
+            settle_vec_isa()
         return torch.compile(fn, dynamic=False)
 
     def memory_probe(self) -> Any:
@@ -390,6 +394,10 @@ class TorchBackend(Backend):
             "blas": _torch_blas(),
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         }
+        if self.compiled and "torch._inductor.cpu_vec_isa" in sys.modules:
+            from benchmarks.harness.inductor import settled_vec_isa
+
+            facts["inductor_vec_isa"] = settled_vec_isa()
         if device == "cuda":
             facts["device_name"] = torch.cuda.get_device_name()
             facts["cuda_runtime"] = torch.version.cuda

@@ -279,7 +279,7 @@ BERT_TIMEOUT = 3600.0
 NLI_JOB = JobSpec(
     name="BertNLITraining",
     module=__name__,
-    preimport=("transformers",),
+    preimport=("transformers.models.bert.modeling_bert",),
     doc="Training steps of the siamese NLI classifier (8 pairs per step), throughput and peak memory.",
     params=[selected_backend_names()],
     param_names=["backend"],
@@ -296,7 +296,7 @@ def classification_spec(name: str, doc: str, train: bool) -> JobSpec:
     return JobSpec(
         name=name,
         module=__name__,
-        preimport=("transformers",),
+        preimport=("transformers.models.bert.modeling_bert",),
         doc=doc,
         params=[selected_backend_names(), list(GRID.models), list(GRID.batches), list(GRID.seqs)],
         param_names=["backend", "model", "batch", "seq"],

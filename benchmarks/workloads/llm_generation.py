@@ -362,7 +362,7 @@ def decode_tokens_per_s(job: GenerationJob, timings: Mapping[str, list[float]]) 
 LLM_JOB = JobSpec(
     name="LLMGeneration",
     module=__name__,
-    preimport=("transformers",),
+    preimport=("transformers.models.llama.modeling_llama", "transformers.models.phi.modeling_phi"),
     doc="Greedy generation with a KV cache: prefill (time to first token) and a fixed number of tokens.",
     params=[selected_backend_names(), list(ARCHITECTURES), list(CONFIGS[active_profile().name].dtypes)],
     param_names=["backend", "model", "dtype"],

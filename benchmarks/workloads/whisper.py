@@ -429,7 +429,7 @@ class WhisperJob:
 WHISPER_JOB = JobSpec(
     name="WhisperInference",
     module=__name__,
-    preimport=("transformers",),
+    preimport=("transformers.models.whisper.modeling_whisper",),
     doc="whisper-tiny: encoder time, greedy decode time and tokens/s, encode + decode time and peak memory.",
     params=[selected_backend_names(), list(DTYPES)],
     param_names=["backend", "dtype"],
