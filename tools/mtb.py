@@ -5,15 +5,19 @@ python -m tools.mtb timeline ...  build a timeline of MLX releases, torch releas
 python -m tools.mtb probe         which backends run on this machine, and why the others do not
 python -m tools.mtb spread A B    run-to-run spread between two asv result files
 python -m tools.mtb fidelity      each recorded time against a bare loop of the same call
+python -m tools.mtb asv ARGS...   any asv command, with recorded results guarded and a clean stop
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,7 +28,9 @@ from pathlib import Path
 from asv import util as asv_util
 from packaging.version import Version
 
+from benchmarks.harness import settings
 from tools import fidelity as fidelity_tool
+from tools import results as results_store
 from tools import site
 from tools import spread as spread_tool
 from tools import timeline as tl
@@ -38,6 +44,36 @@ RUN_FLAGS = ("--skip-existing-successful", "--record-samples")
 
 def _log(message: str) -> None:
     print(f"[mtb] {message}", flush=True)
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived: stop what was started, keep what finished, exit 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_stopping = False
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    global _stopping
+    if not _stopping:  # a second Ctrl-C while stopping changes nothing
+        _stopping = True
+        raise Stopped(signum)
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """asv and everything it started share one process group: SIGINT lets asv clean up its own
+    temporary folders and forkserver; whatever is left after 30 s is killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def probe_backends() -> dict[str, str | None]:
@@ -77,10 +113,23 @@ def resolve_backends(choice: str) -> list[str]:
     return names
 
 
-def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,)) -> int:
-    command = [sys.executable, "-m", "asv", *args]
-    _log("$ " + " ".join(command[2:]))
-    code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,), cwd: Path = ROOT) -> int:
+    """asv in a process group of its own (tools/asv_entry.py: results saved after every benchmark),
+    with a temporary folder of its own that is removed however it ends."""
+    command = [sys.executable, "-m", "tools.asv_entry", *args]
+    _log("$ asv " + " ".join(args))
+    path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="mtb-") as scratch:
+        child_env = dict(env, TMPDIR=scratch, PYTHONPATH=path)
+        process = subprocess.Popen(command, cwd=cwd, env=child_env, start_new_session=True)
+        try:
+            code = process.wait()
+        except Stopped:
+            _stop_process_group(process)
+            raise
+        # benchmark processes asv left behind (none expected) go with it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     if code not in ok_codes:
         raise SystemExit(f"mtb: `asv {' '.join(args)}` failed with exit status {code}")
     return code
@@ -129,13 +178,14 @@ def run_points(
     config: str, conf: dict, env: dict[str, str], bench: str | None, commits: str, started: float
 ) -> list[str]:
     """asv run over the timeline one release point at a time, so that progress shows (which point, how
-    many left, time so far) and a point that fails to install or run does not stop the others."""
+    many left, time so far) and a point that fails to install or run does not stop the others.  Returns
+    the points whose run failed (asv's exit status 1: the point could not be installed or run)."""
     extra = ["--bench", bench] if bench else []
     repo = ROOT / conf["repo"]
     if commits != "main" or not (repo / tl.POINT_FILE).exists():
         # asv exits 2 when some benchmarks failed: their failure is recorded, every other result kept.
-        _asv(["run", "--config", config, *RUN_FLAGS, commits, *extra], env, ok_codes=(0, 2))
-        return []
+        code = _asv(["run", "--config", config, *RUN_FLAGS, commits, *extra], env, ok_codes=(0, 1, 2))
+        return [commits] if code == 1 else []
     points = tl.read_points(repo)
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +202,39 @@ def run_points(
     return failed
 
 
-def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> None:
+def selected_benchmarks(bench: str | None, env: dict[str, str]) -> list[str]:
+    """The benchmark names ``--bench`` selects, found the way asv finds them (in a child process: the
+    suite imports torch, and this process starts asv's forkserver later)."""
+    code = (
+        "import json; from asv_runner.discovery import disc_benchmarks;"
+        "print(json.dumps([b.name for b in disc_benchmarks('benchmarks')]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SystemExit(f"mtb: the suite cannot be imported: {last}")
+    names = json.loads(out.stdout.strip().splitlines()[-1])
+    return [n for n in names if bench is None or re.search(bench, n)]
+
+
+def check_run_inputs(args: argparse.Namespace, conf: dict) -> None:
+    """What would make the run fail or do nothing, said before anything starts."""
+    if args.bench is not None:
+        try:
+            re.compile(args.bench)
+        except re.error as exc:
+            raise SystemExit(f"mtb: --bench {args.bench!r} is not a regular expression: {exc}") from None
+    if args.no_timeline and not (ROOT / conf["repo"] / ".git").exists():
+        raise SystemExit(
+            f"mtb: there is no timeline at {conf['repo']} yet; run without --no-timeline once "
+            "(or `python3 -m tools.mtb timeline`) to build it"
+        )
+
+
+def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> int:
+    """Run every point, publish, print the summary; 0 only if every point ran and no benchmark failed."""
     from benchmarks.harness.profiles import get_profile
 
     try:
@@ -161,23 +243,34 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
         raise SystemExit(f"mtb: {exc}") from None
     backend_names = ",".join(resolve_backends(backends))
     env = tl.installer_env(dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backend_names))
-    _log(f"profile {profile}; backends {env['MTB_BACKENDS']}")
+    selected = selected_benchmarks(bench, env)
+    if not selected:
+        raise SystemExit(f"mtb: --bench {bench!r} matches no benchmark; `python3 -m asv check` lists them")
+    _log(f"profile {profile}; backends {env['MTB_BACKENDS']}; {len(selected)} benchmarks")
     started = time.monotonic()
     if not (Path.home() / ".asv-machine.json").exists():
         _asv(["machine", "--yes", "--config", config], env)
     # asv 0.6.6 exits 1 from a successful `asv setup`; a real failure shows up in `asv run` below.
     _asv(["setup", "--config", config], env, ok_codes=(0, 1))
     conf = asv_util.load_json(str(ROOT / config), js_comments=True)
-    failed = run_points(config, conf, env, bench, commits, started)
-    if failed:
-        _log(f"points whose run failed (see asv's output above; results of the others are kept): {failed}")
-    _asv(["publish", "--config", config], env)
+    results_dir = ROOT / conf.get("results_dir", "results")
+    with results_store.guarded(results_dir, guard_folder(ROOT / config), _log):
+        failed = run_points(config, conf, env, bench, commits, started)
+    points = tl.read_points(ROOT / conf["repo"]) if (ROOT / conf["repo"] / tl.POINT_FILE).exists() else []
+    summary = results_store.summary(results_dir, points, set(selected))
+    reasons = results_store.skip_reasons(ROOT / "facts", [p["commit"] for p in points])
+    print(results_store.format_summary(summary, failed, reasons))
     html = ROOT / conf.get("html_dir", "html")
+    site.publish(lambda args: _asv([*args, "--config", config], env), html, _log)
     still_external = site.vendor_site(html, Path.home() / ".cache" / "mlx-torch-bench" / "npm")
     for url in still_external:
         _log(f"the site still loads {url}: viewing it needs internet")
     _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
     _log(f"view it with: python -m asv preview --config {config}")
+    if failed or any(row.failed for row in summary):
+        _log("exit status 1: a point could not run or a benchmark failed (above)")
+        return 1
+    return 0
 
 
 def _timeline_arguments(parser: argparse.ArgumentParser, default_mlx_range: str | None) -> None:
@@ -189,10 +282,10 @@ def _timeline_arguments(parser: argparse.ArgumentParser, default_mlx_range: str 
     )
     parser.add_argument("--out", default=".timeline/default", help="where to write the timeline repository")
     parser.add_argument("--mlx-range", default=default_mlx_range, help="PEP 440 range, e.g. '>=0.30,<0.32'")
-    parser.add_argument("--mlx-last", type=int, help="the last N MLX releases")
+    parser.add_argument("--mlx-last", type=positive_int, help="the last N MLX releases")
     parser.add_argument("--mlx-versions", nargs="+", help="exactly these MLX releases")
     parser.add_argument("--torch-range", help="PEP 440 range of torch releases")
-    parser.add_argument("--torch-last", type=int, help="the last N torch releases")
+    parser.add_argument("--torch-last", type=positive_int, help="the last N torch releases")
     parser.add_argument("--torch-versions", nargs="+", help="exactly these torch releases")
     parser.add_argument("--torch", default="2.13.0", help="torch held while MLX moves")
     parser.add_argument("--mlx", default="0.32.4", help="MLX held while torch moves")
@@ -200,27 +293,52 @@ def _timeline_arguments(parser: argparse.ArgumentParser, default_mlx_range: str 
     parser.add_argument("--no-mlx-lm", action="store_true", help="do not pin a matching mlx-lm")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the description's layout and shows every default there is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mtb", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="mtb", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    main = sub.add_parser("main", help="run the suite with asv, then publish the site to html/")
+    main = sub.add_parser(
+        "main", help="run the suite with asv, then publish the site to html/", formatter_class=HelpFormatter
+    )
     main.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
     main.add_argument("--backends", default="auto", help="auto (those present), all, or a comma list")
     main.add_argument("--bench", help="asv --bench regular expression (default: everything)")
-    main.add_argument("--config", default="asv.conf.json")
+    main.add_argument("--config", default="asv.conf.json", help="the asv configuration")
     main.add_argument("--commits", default="main", help="asv commit range (default: every point)")
     main.add_argument("--no-timeline", action="store_true", help="run over the timeline already built")
     # A range with a fixed start, not "the last N": new releases are appended to the same timeline, so
     # the commits (and the results recorded against them) of the releases already there never move.
     _timeline_arguments(main, default_mlx_range=DEFAULT_MLX_RANGE)
 
-    timeline = sub.add_parser("timeline", help="build a version timeline repository for asv")
+    timeline = sub.add_parser(
+        "timeline", help="build a version timeline repository for asv", formatter_class=HelpFormatter
+    )
     _timeline_arguments(timeline, default_mlx_range=None)
 
     sub.add_parser("probe", help="which backends run on this machine")
+
+    guarded = sub.add_parser(
+        "asv",
+        help="any asv command with results guarded and a clean stop: mtb asv run --bench X ...",
+        prefix_chars="\0",  # every argument after `asv` is asv's
+    )
+    guarded.add_argument("asv_args", nargs=argparse.REMAINDER)
 
     sp = sub.add_parser("spread", help="run-to-run spread of time_ results between two asv result files")
     sp.add_argument("first", type=Path)
@@ -230,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     fid = sub.add_parser(
         "fidelity",
         help="compare each recorded time with a bare back-to-back loop of the same prepared call",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     fid.add_argument("--bench", default=r"^ops\.", help="regular expression over benchmark names")
     fid.add_argument("--backends", default="auto", help="auto (those present), or a comma list")
@@ -302,14 +420,69 @@ def fidelity_job(args: argparse.Namespace) -> int:
     return 1 if args.strict and flagged else 0
 
 
+def guard_folder(config: Path) -> Path:
+    """Where copies of the results wait during a run: beside the configuration, outside the results
+    folder (asv reads every JSON file under it)."""
+    return config.resolve().parent / ".asv" / "mtb"
+
+
+def guarded_asv(asv_args: Sequence[str]) -> int:
+    """Any asv command, run as ``mtb main`` runs asv: recorded values never replaced by worse ones or
+    dropped, results saved after every benchmark, and a clean stop on SIGINT / SIGTERM."""
+    if not asv_args:
+        raise SystemExit("mtb asv: give an asv command, e.g. `python3 -m tools.mtb asv run --bench SumAll`")
+    config = Path("asv.conf.json")
+    for i, arg in enumerate(asv_args):
+        if arg == "--config" and i + 1 < len(asv_args):
+            config = Path(asv_args[i + 1])
+        elif arg.startswith("--config="):
+            config = Path(arg.split("=", 1)[1])
+    if not config.is_file():
+        raise SystemExit(f"mtb asv: no asv configuration {config}; pass --config PATH")
+    conf = asv_util.load_json(str(config), js_comments=True)
+    results_dir = config.resolve().parent / conf.get("results_dir", "results")
+    with results_store.guarded(results_dir, guard_folder(config), _log):
+        return _asv(asv_args, dict(os.environ), ok_codes=range(256), cwd=Path.cwd())
+
+
+def check_settings() -> None:
+    """Every MTB_* variable, before anything starts (benchmarks/harness/settings.py)."""
+    problems = settings.problems()
+    if problems:
+        raise SystemExit("\n".join(f"mtb: {p}" for p in problems))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line, with SIGINT and SIGTERM turned into a clean stop (exit 130 / 143)."""
+    global _stopping
+    _stopping = False
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return run_command(build_parser().parse_args(argv))
+    except Stopped as stop:
+        print(
+            f"[mtb] stopped by {stop}: every benchmark that finished is kept, nothing else is left running",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    check_settings()
     if args.command in ("main", "timeline") and shutil.which("git") is None:
         raise SystemExit("mtb: asv and the timelines need git on PATH")
     if args.command == "main":
+        conf = asv_util.load_json(str(ROOT / args.config), js_comments=True)
+        check_run_inputs(args, conf)
         if not args.no_timeline:
             build_timeline(args)
-        main_job(args.profile, args.backends, args.bench, args.config, args.commits)
+        return main_job(args.profile, args.backends, args.bench, args.config, args.commits)
+    elif args.command == "asv":
+        return guarded_asv(args.asv_args)
     elif args.command == "timeline":
         build_timeline(args)
     elif args.command == "probe":

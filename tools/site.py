@@ -1,4 +1,4 @@
-"""Make the published site work offline.
+"""The published site: replaced only by a publish that succeeded, and made to work offline.
 
 `asv publish` writes pages that load jQuery, flot, bootstrap and three small plugins from CDNs; on a
 machine without internet the pages show only "Can not determine continental origin of swallow".  The same
@@ -12,8 +12,12 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+# files under html/ that are kept in git, not written by asv publish
+KEPT_IN_HTML = ("README.md",)
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,26 @@ def _localise(tag: str, replacements: dict[str, str]) -> str:
             tag = tag.replace(f'"{url}"', f'"{local}"')
             return re.sub(r'\s+(?:integrity|crossorigin|referrerpolicy)="[^"]*"', "", tag)
     return tag
+
+
+def publish(run_asv: Callable[[list[str]], int], html: Path, log: Callable[[str], None]) -> None:
+    """``asv publish`` into a folder beside ``html`` and swap it in only when it succeeded, so a failed
+    publish (an empty results folder, say) never deletes the site there was; files kept in git under
+    ``html/`` (its README) are carried over, since asv empties the folder it writes."""
+    fresh = html.with_name(f".{html.name}-publishing")
+    previous = html.with_name(f".{html.name}-previous")
+    for leftover in (fresh, previous):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        run_asv(["publish", "--html-dir", str(fresh)])
+    except SystemExit:
+        shutil.rmtree(fresh, ignore_errors=True)
+        log(f"publishing failed (above); {html} is left as it was")
+        raise
+    if html.is_dir():
+        for kept in KEPT_IN_HTML:
+            if (html / kept).is_file() and not (fresh / kept).exists():
+                shutil.copy2(html / kept, fresh / kept)
+        html.rename(previous)
+    fresh.rename(html)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -119,12 +119,15 @@ class Selection:
 
     def apply(self, package: str, available: Sequence[str]) -> list[str]:
         chosen = sort_versions(available)
+        if self.last is not None and self.last < 1:
+            raise TimelineError(f"--{package}-last {self.last}: give 1 or more releases")
         if self.only:
             missing = [v for v in self.only if v not in chosen]
             if missing:
-                # Kept, so that the point records the installer's failure instead of vanishing.
-                print(
-                    f"[timeline] {package} {', '.join(missing)} not in the registry's list", file=sys.stderr
+                # before anything is written: an existing timeline stays as it is
+                raise TimelineError(
+                    f"{package} {', '.join(missing)} is not a release in the registry; "
+                    f"the newest are {', '.join(chosen[-8:])}"
                 )
             chosen = sort_versions(self.only)
         if self.range:

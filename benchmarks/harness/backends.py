@@ -20,18 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import frameworks
+from benchmarks.harness import frameworks, settings
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.settings import BACKEND_NAMES
 
-BACKEND_NAMES = (
-    "mlx-cpu",
-    "mlx-gpu",
-    "mlx-gpu-compiled",
-    "torch-cpu",
-    "torch-cuda",
-    "torch-mps",
-    "torch-compile",
-)
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 COMPILE_WARMUP_CALLS = 3
 
@@ -41,12 +33,7 @@ class BackendError(ValueError):
 
 
 def _threads() -> int:
-    raw = os.environ.get("MTB_THREADS")
-    if raw is None:
-        return os.cpu_count() or 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise BackendError(f"MTB_THREADS={raw!r} must be a positive whole number of CPU threads")
-    return int(raw)
+    return int(settings.read("MTB_THREADS"))
 
 
 # How the frameworks word an allocation failure: torch's CUDA/MPS allocators ("CUDA out of memory"),
@@ -448,15 +435,9 @@ def get_backend(name: str) -> Backend:
 
 
 def selected_backend_names() -> list[str]:
-    """Backends the suite is parameterised over: all, or the comma list in ``MTB_BACKENDS``.
-
-    An unknown name stays in the list so that its benchmarks are skipped with a message naming it (setup
-    raises), while every other backend still runs.
-    """
-    raw = os.environ.get("MTB_BACKENDS", "").strip()
-    if not raw or raw == "all":
-        return list(BACKEND_NAMES)
-    return [name.strip() for name in raw.split(",") if name.strip()]
+    """Backends the suite is parameterised over: all, or the comma list in ``MTB_BACKENDS``.  An unknown
+    name is a ``SettingError`` when the suite is imported, so asv stops before it runs anything."""
+    return list(settings.read("MTB_BACKENDS"))
 
 
 def require_backend(name: str) -> Backend:

@@ -2,16 +2,19 @@
 
 asv results hold numbers only, so the text facts go to an append-only JSON-lines file beside the results,
 one line per backend per run: ``<project>/facts/<host>/<commit>-<env>.jsonl`` (asv names machines after
-the host by default).  Numbers that can change a timing are also ``track_`` metrics
-(``benchmarks/runtime.py``), so they appear in the history graphs.
+the host by default).  Why a benchmark was skipped goes beside it, in ``<commit>-<env>.skips.jsonl``.
+Numbers that can change a timing are also ``track_`` metrics (``benchmarks/runtime.py``), so they appear
+in the history graphs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,23 @@ def facts_path(root: Path | None = None) -> Path | None:
     commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
     env = os.environ.get("ASV_ENV_NAME") or "unknown-env"
     return base / "facts" / platform.node() / f"{commit}-{env}.jsonl"
+
+
+def skips_path(root: Path | None = None) -> Path | None:
+    """Where this asv run's skip reasons go (asv keeps them only in its console output)."""
+    path = facts_path(root)
+    return None if path is None else path.with_name(path.name.replace(".jsonl", ".skips.jsonl"))
+
+
+@contextlib.contextmanager
+def noting_skips(benchmark: str, params: Sequence[Any]) -> Iterator[None]:
+    """An asv skip (``NotImplementedError``) raised inside is recorded with its reason, then re-raised."""
+    try:
+        yield
+    except NotImplementedError as exc:
+        entry = {"benchmark": benchmark, "params": [str(p) for p in params], "reason": str(exc)}
+        record(entry, skips_path())
+        raise
 
 
 def record(facts: dict[str, Any], path: Path | None) -> None:

@@ -20,17 +20,11 @@ import importlib
 import os
 from types import ModuleType
 
-FLOAT32_MATMUL_CHOICES = ("ieee", "tf32")
+from benchmarks.harness import settings
 
 
 def float32_matmul_precision() -> str:
-    value = os.environ.get("MTB_FLOAT32_MATMUL", "ieee").strip().lower()
-    if value not in FLOAT32_MATMUL_CHOICES:
-        raise ValueError(
-            f"MTB_FLOAT32_MATMUL={value!r} is not a float32 matmul precision; "
-            f"use one of {', '.join(FLOAT32_MATMUL_CHOICES)}"
-        )
-    return value
+    return str(settings.read("MTB_FLOAT32_MATMUL"))
 
 
 # Forced, not defaulted: an inherited MLX_ENABLE_TF32=1 would make MLX use TF32 while torch does not.

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.backends import is_out_of_memory
+from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.profiles import active_profile
 from benchmarks.harness.timing import TimedCall
 
@@ -271,7 +272,8 @@ def job_benchmark(spec: JobSpec) -> type:
     """The asv class of a job (subclass it with a ``setup_cache`` that returns ``measure_all(spec)``)."""
 
     def setup(self: Any, figures: Mapping[str, Any], *params: Any) -> None:
-        self.figures = figures_for(figures, params)
+        with noting_skips(spec.name, params):
+            self.figures = figures_for(figures, params)
 
     namespace: dict[str, Any] = {
         "spec": spec,

@@ -9,15 +9,14 @@ therefore record different parameter values and never mix in one history line.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from benchmarks.harness import settings
+from benchmarks.harness.settings import PROFILE_NAMES
 from benchmarks.harness.timing import SamplePlan
 
-PROFILE_NAMES = ("quick", "full")
 
-
-class ProfileError(ValueError):
+class ProfileError(settings.SettingError):
     pass
 
 
@@ -89,4 +88,4 @@ def get_profile(name: str) -> Profile:
 
 
 def active_profile() -> Profile:
-    return get_profile(os.environ.get("MTB_PROFILE", "quick").strip() or "quick")
+    return get_profile(settings.read("MTB_PROFILE"))

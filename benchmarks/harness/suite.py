@@ -8,6 +8,7 @@ from typing import Any
 
 from benchmarks.harness import probes
 from benchmarks.harness.backends import selected_backend_names
+from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
 from benchmarks.harness.run import OpRun
@@ -48,15 +49,17 @@ def op_benchmark(spec: OpSpec) -> type:
 
     def warm_up(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before every sample of ``time_forward``: prepare once, then the warm-up burst."""
-        prepared_run(spec, case, dtype, backend, profile).timed.warm_up()
+        with noting_skips(spec.name, (case, dtype, backend)):
+            prepared_run(spec, case, dtype, backend, profile).timed.warm_up()
 
     def load_probes(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before a ``track_`` method: this run's probes of the combination, measured by the first."""
-        probes.load(
-            scratch,
-            (spec.name, case, dtype, backend, profile.name),
-            lambda: prepared_run(spec, case, dtype, backend, profile),
-        )
+        with noting_skips(spec.name, (case, dtype, backend)):
+            probes.load(
+                scratch,
+                (spec.name, case, dtype, backend, profile.name),
+                lambda: prepared_run(spec, case, dtype, backend, profile),
+            )
 
     def track(probe: str, unit: str) -> Any:
         def method(self: Any, scratch: str, case: str, dtype: str, backend: str) -> float:

@@ -10,7 +10,6 @@ names the file and what was expected.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import settings
 from benchmarks.harness.frameworks import torch
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -35,13 +35,15 @@ class Checkpoint:
 
 
 def checkpoint_env(model: str) -> str:
-    return f"MTB_CHECKPOINT_{model.upper().replace('-', '_')}"
+    return settings.checkpoint_variable(model)
 
 
 def user_checkpoint(model: str) -> Path | None:
     """The directory the user named for ``model``, or None (build from the config)."""
-    raw = os.environ.get(checkpoint_env(model), "").strip()
-    return Path(raw).expanduser() if raw else None
+    try:
+        return settings.read(checkpoint_env(model))
+    except settings.SettingError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def read_config(path: Path, model_types: Iterable[str]) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.harness import backends, frameworks
+from benchmarks.harness import frameworks
 from benchmarks.harness.backends import (
     BACKEND_NAMES,
     HostPeakMemory,
@@ -12,6 +12,7 @@ from benchmarks.harness.backends import (
     selected_backend_names,
 )
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.settings import SettingError
 
 
 def test_unknown_backend_is_an_asv_skip_naming_it_and_the_known_ones():
@@ -34,16 +35,19 @@ def test_cpu_backends_are_available_here():
         assert get_backend(name).unavailable_reason() is None
 
 
-def test_backend_selection_keeps_unknown_names_so_they_are_reported(monkeypatch):
-    monkeypatch.setenv("MTB_BACKENDS", "mlx-cpu, torch-cpu,bogus")
-    assert selected_backend_names() == ["mlx-cpu", "torch-cpu", "bogus"]
+def test_backend_selection_refuses_unknown_names(monkeypatch):
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-cpu, torch-cpu")
+    assert selected_backend_names() == ["mlx-cpu", "torch-cpu"]
     monkeypatch.setenv("MTB_BACKENDS", "all")
     assert selected_backend_names() == list(BACKEND_NAMES)
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-cpu,bogus-gpu")
+    with pytest.raises(SettingError, match=r"MTB_BACKENDS='mlx-cpu,bogus-gpu'.*bogus-gpu.*torch-compile"):
+        selected_backend_names()
 
 
 def test_bad_thread_count_names_the_variable(monkeypatch):
     monkeypatch.setenv("MTB_THREADS", "two")
-    with pytest.raises(backends.BackendError, match="MTB_THREADS='two'"):
+    with pytest.raises(SettingError, match="MTB_THREADS='two'"):
         get_backend("torch-cpu").activate()
 
 

@@ -12,13 +12,16 @@ from benchmarks.harness.profiles import (
     compiled_skip_reason,
     get_profile,
 )
+from benchmarks.harness.settings import SettingError
 from benchmarks.ops import all_specs
 
 
 def test_unknown_profile_names_the_choices(monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "medium")
-    with pytest.raises(ProfileError, match=r"'medium'.*MTB_PROFILE.*quick, full"):
+    with pytest.raises(SettingError, match=r"MTB_PROFILE='medium' is not one of quick, full"):
         active_profile()
+    with pytest.raises(ProfileError, match=r"'medium'.*MTB_PROFILE.*quick, full"):
+        get_profile("medium")
 
 
 def test_profiles_exist():

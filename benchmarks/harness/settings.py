@@ -1,0 +1,179 @@
+"""Every ``MTB_*`` setting: read, validated and explained in one place.
+
+The suite reads its settings when asv imports it (parameters are fixed at discovery) and again in each
+benchmark process; ``mtb`` checks all of them before it starts anything.  A bad value is a
+``SettingError`` whose message is one line naming the variable, the value, the choices and the fix.
+When asv itself imports the suite with a bad value, the import fails, so asv stops before it runs or
+records anything (recorded results stay as they were).  A name that starts with ``MTB_`` but is no
+setting (a typo such as ``MTB_BACKEND``) is reported too, since it would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BACKEND_NAMES = (
+    "mlx-cpu",
+    "mlx-gpu",
+    "mlx-gpu-compiled",
+    "torch-cpu",
+    "torch-cuda",
+    "torch-mps",
+    "torch-compile",
+)
+PROFILE_NAMES = ("quick", "full")
+FLOAT32_MATMUL_CHOICES = ("ieee", "tf32")
+# models a local checkpoint can replace: MTB_CHECKPOINT_<MODEL> (benchmarks/workloads/checkpoints.py)
+CHECKPOINT_MODELS = ("tinyllama", "phi-2", "whisper-tiny", "bert-tiny", "bert-base-cased", "bert-large-cased")
+
+
+class SettingError(ValueError):
+    """A setting with a value that cannot be used; the message is the one line to show."""
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise SettingError(
+                f"{name}={raw!r} is not one of {', '.join(choices)}; set one of those or unset it"
+            )
+        return value
+
+    return parse
+
+
+def _backend_list(name: str) -> Callable[[str], list[str]]:
+    def parse(raw: str) -> list[str]:
+        value = raw.strip()
+        if value in ("", "all"):
+            return list(BACKEND_NAMES)
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in BACKEND_NAMES]
+        if unknown or not names:
+            raise SettingError(
+                f"{name}={raw!r} names unknown backend(s) {', '.join(unknown) or '(none)'}; "
+                f"use a comma list of {', '.join(BACKEND_NAMES)}, or all"
+            )
+        return list(dict.fromkeys(names))
+
+    return parse
+
+
+def _positive_int(name: str, what: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = raw.strip()
+        if not value.isdigit() or int(value) < 1:
+            raise SettingError(f"{name}={raw!r} must be a whole number of {what}, 1 or more; e.g. {name}=2")
+        return int(value)
+
+    return parse
+
+
+def _seed(name: str) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = raw.strip()
+        if not value.isdigit():
+            raise SettingError(f"{name}={raw!r} must be a whole number (the seed printed by an earlier run)")
+        return int(value)
+
+    return parse
+
+
+def _directory(name: str) -> Callable[[str], Path]:
+    def parse(raw: str) -> Path:
+        path = Path(raw.strip()).expanduser()
+        if not path.is_dir():
+            raise SettingError(
+                f"{name}: checkpoint directory {path} does not exist (or is not a directory): point it "
+                "at a Hugging Face folder with config.json and its weights, or unset it"
+            )
+        return path
+
+    return parse
+
+
+def _url(name: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().rstrip("/")
+        if not value.startswith(("http://", "https://", "file://")):
+            raise SettingError(f"{name}={raw!r} is not an http(s) or file address of a package index")
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any]
+
+
+def _declare() -> dict[str, Setting]:
+    items = [
+        Setting("MTB_PROFILE", "quick", "size profile: quick or full", _choice("MTB_PROFILE", PROFILE_NAMES)),
+        Setting(
+            "MTB_BACKENDS", "all", "comma list of backends the suite is parameterised over",
+            _backend_list("MTB_BACKENDS"),
+        ),
+        Setting(
+            "MTB_THREADS", str(os.cpu_count() or 1), "torch CPU threads",
+            _positive_int("MTB_THREADS", "CPU threads"),
+        ),
+        Setting(
+            "MTB_FLOAT32_MATMUL", "ieee", "float32 matmul precision on both sides: ieee or tf32",
+            _choice("MTB_FLOAT32_MATMUL", FLOAT32_MATMUL_CHOICES),
+        ),
+        Setting("MTB_PARITY_SEED", "", "seed of the parity tests' inputs", _seed("MTB_PARITY_SEED")),
+        Setting(
+            "MTB_TEST_BACKENDS", "mlx-cpu,torch-cpu", "backends the tests check",
+            _backend_list("MTB_TEST_BACKENDS"),
+        ),
+        Setting(
+            "MTB_PYPI_JSON", "", "package index for release dates (default: pip's own index)",
+            _url("MTB_PYPI_JSON"),
+        ),
+    ]  # fmt: skip
+    for model in CHECKPOINT_MODELS:
+        name = checkpoint_variable(model)
+        items.append(Setting(name, "", f"local checkpoint folder for {model}", _directory(name)))
+    return {s.name: s for s in items}
+
+
+def checkpoint_variable(model: str) -> str:
+    return f"MTB_CHECKPOINT_{model.upper().replace('-', '_')}"
+
+
+SETTINGS = _declare()
+
+
+def read(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """The parsed value of a setting (its default when unset or empty); ``SettingError`` if bad."""
+    setting = SETTINGS[name]
+    raw = (os.environ if env is None else env).get(name, "")
+    if not raw.strip():
+        if not setting.default:
+            return None
+        raw = setting.default
+    return setting.parse(raw)
+
+
+def problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per bad or unknown ``MTB_*`` variable in ``env`` (the process environment by default)."""
+    env = os.environ if env is None else env
+    found = []
+    for name in sorted(k for k in env if k.startswith("MTB_")):
+        if name not in SETTINGS:
+            found.append(f"{name} is not a setting of this suite (a typo?); known: {', '.join(SETTINGS)}")
+            continue
+        try:
+            read(name, env)
+        except SettingError as exc:
+            found.append(str(exc))
+    return found

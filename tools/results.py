@@ -1,0 +1,264 @@
+"""The recorded results, kept safe: nothing a run records replaces a good value with a worse one.
+
+asv rewrites a point's results file whenever it runs there: a run with fewer backends drops the other
+columns, and a benchmark that fails or is skipped this time stores NaN over the value it had.  ``mtb``
+therefore copies every results file aside before it starts asv (``guarded``) and afterwards, however
+asv ended, merges the copy back: per benchmark and parameter combination the new value is kept where it
+is a value, the old one where the new is a failure (None) or a skip (NaN), and combinations or whole
+benchmarks the new run did not cover are put back.  A benchmark whose code changed (asv's version
+hash) keeps only the new run's values, as asv would, unless the new run has none.  The copies sit on
+disk until the merge is done, so a run killed outright is merged at the start of the next one.
+
+A results file that is not valid JSON is moved aside with one line saying where, and its point is then
+measured again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Log = Callable[[str], None]
+
+
+def is_value(value: Any) -> bool:
+    """A recorded figure: not a failure (None) and not a skip (NaN)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def results_files(results_dir: Path) -> list[Path]:
+    """asv's per-point results files (not machine.json, not benchmarks.json)."""
+    if not results_dir.is_dir():
+        return []
+    return sorted(p for p in results_dir.glob("*/*.json") if p.name != "machine.json")
+
+
+def move_aside_corrupt(results_dir: Path, log: Log) -> list[Path]:
+    """Move results files that do not parse out of asv's way (asv would stop on them)."""
+    moved = []
+    for path in results_files(results_dir):
+        try:
+            json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(target)
+            log(
+                f"{path} is not valid JSON ({exc}); moved to {target.name} and its point will be measured "
+                "again (delete the moved file once you no longer need it)"
+            )
+            moved.append(target)
+    return moved
+
+
+def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    columns = data["result_columns"]
+    return {
+        name: dict(itertools.zip_longest(columns, row[: len(columns)]))
+        for name, row in data.get("results", {}).items()
+    }
+
+
+def _per_combo(row: dict[str, Any], column: str, size: int) -> list[Any]:
+    value = row.get(column)
+    if isinstance(value, list) and len(value) == size:
+        return list(value)
+    return [None] * size
+
+
+PER_COMBO = ("result", "stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number",
+             "stats_repeat", "samples")  # fmt: skip
+
+
+def _combos(params: list[list[str]]) -> list[tuple[str, ...]]:
+    return list(itertools.product(*params)) if params else [()]
+
+
+def merge_row(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark: the new run's values, with old values put back where the new has none."""
+    new_results = new.get("result")
+    new_has_value = isinstance(new_results, list) and any(is_value(v) for v in new_results)
+    if old.get("version") != new.get("version"):
+        return new if new_has_value else old
+    old_params = old.get("params") or []
+    new_params = new.get("params") or []
+    if len(old_params) != len(new_params):
+        return new if new_has_value else old
+    params = [list(dict.fromkeys([*n, *o])) for n, o in zip(new_params, old_params, strict=True)]
+    old_combos = _combos(old_params)
+    new_combos = _combos(new_params)
+    old_index = {c: i for i, c in enumerate(old_combos)}
+    new_index = {c: i for i, c in enumerate(new_combos)}
+    old_cols = {c: _per_combo(old, c, len(old_combos)) for c in PER_COMBO}
+    new_cols = {c: _per_combo(new, c, len(new_combos)) for c in PER_COMBO}
+    merged: dict[str, list[Any]] = {c: [] for c in PER_COMBO}
+    for combo in _combos(params):
+        i, j = new_index.get(combo), old_index.get(combo)
+        take_new = i is not None and (is_value(new_cols["result"][i]) or j is None)
+        take_old = not take_new and j is not None and (i is None or is_value(old_cols["result"][j]))
+        for column in PER_COMBO:
+            if take_new:
+                merged[column].append(new_cols[column][i])
+            elif take_old:
+                merged[column].append(old_cols[column][j])
+            else:
+                merged[column].append(new_cols[column][i] if i is not None else None)
+    out = dict(new)
+    out["params"] = params
+    for column in PER_COMBO:
+        values = merged[column]
+        out[column] = None if all(v is None for v in values) else values
+    return out
+
+
+def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A whole results file: every benchmark of either, merged with ``merge_row``."""
+    columns = new["result_columns"]
+    old_rows, new_rows = _rows(old), _rows(new)
+    out = dict(new)
+    results = {}
+    for name in [*new_rows, *(n for n in old_rows if n not in new_rows)]:
+        if name in new_rows and name in old_rows:
+            row = merge_row(old_rows[name], new_rows[name])
+        else:
+            row = new_rows.get(name) or old_rows[name]
+        results[name] = [row.get(c) for c in columns]
+    out["results"] = results
+    out["durations"] = {**old.get("durations", {}), **new.get("durations", {})}
+    return out
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def merge_file(kept: Path, current: Path) -> bool:
+    """Merge the kept copy into the current results file; True if the file changed."""
+    old = json.loads(kept.read_text())
+    try:
+        new = json.loads(current.read_text())
+    except (OSError, ValueError):
+        new = None
+    if new is None:
+        write_atomically(current, kept.read_text())
+        return True
+    merged = merge_data(old, new)
+    if merged == new:
+        return False
+    write_atomically(current, json.dumps(merged, separators=(",", ":"), allow_nan=True))
+    return True
+
+
+def _guard_folder(state_dir: Path) -> Path:
+    return state_dir / "results-before-run"
+
+
+def restore_pending(
+    results_dir: Path, state_dir: Path, log: Log, after: str = "a run that was stopped"
+) -> int:
+    """Merge the copies taken before a run into the results; how many files changed."""
+    folder = _guard_folder(state_dir)
+    changed = 0
+    if folder.is_dir():
+        for kept in sorted(folder.rglob("*.json")):
+            current = results_dir / kept.relative_to(folder)
+            current.parent.mkdir(parents=True, exist_ok=True)
+            changed += merge_file(kept, current)
+        shutil.rmtree(folder)
+        if changed:
+            log(f"kept recorded values that {after} had replaced or dropped, in {changed} file(s)")
+    return changed
+
+
+@contextlib.contextmanager
+def guarded(results_dir: Path, state_dir: Path, log: Log) -> Iterator[None]:
+    """Around an asv run: corrupt files moved aside, good values never replaced, dropped ones put back."""
+    restore_pending(results_dir, state_dir, log)
+    move_aside_corrupt(results_dir, log)
+    folder = _guard_folder(state_dir)
+    for path in results_files(results_dir):
+        target = folder / path.relative_to(results_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    try:
+        yield
+    finally:
+        restore_pending(results_dir, state_dir, log, after="this run")
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    point: str
+    ran: int  # parameter combinations with a value
+    skipped: int  # NaN: skipped, with the reason asv printed (and recorded in facts/, skips.jsonl)
+    failed: int  # None: the benchmark failed
+    missing: int  # selected benchmarks with no entry at all (the point did not run them)
+
+
+def point_file(results_dir: Path, commit: str) -> Path | None:
+    """The newest results file of a commit (one per environment; mtb uses one environment)."""
+    found = []
+    for path in results_files(results_dir):
+        if path.name.startswith(commit[:8]):
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(path.read_text()).get("commit_hash") == commit:
+                    found.append(path)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def summarise_point(point: str, path: Path | None, selected: set[str]) -> PointSummary:
+    ran = skipped = failed = 0
+    rows = _rows(json.loads(path.read_text())) if path is not None else {}
+    for name in selected & set(rows):
+        values = rows[name].get("result")
+        size = len(_combos(rows[name].get("params") or []))
+        values = values if isinstance(values, list) else [None] * size
+        ran += sum(is_value(v) for v in values)
+        skipped += sum(isinstance(v, float) and math.isnan(v) for v in values)
+        failed += sum(v is None for v in values)
+    return PointSummary(point, ran, skipped, failed, len(selected - set(rows)))
+
+
+def summary(results_dir: Path, points: list[dict[str, str]], selected: set[str]) -> list[PointSummary]:
+    return [summarise_point(p["tag"], point_file(results_dir, p["commit"]), selected) for p in points]
+
+
+def skip_reasons(facts_dir: Path, commits: list[str]) -> Counter[str]:
+    """Why combinations were skipped at these commits: reason -> how many (benchmark, parameters, point),
+    from the benchmark processes' records (benchmarks/harness/facts.py)."""
+    wanted = {c[:8] for c in commits}
+    seen: set[tuple[str, ...]] = set()
+    counts: Counter[str] = Counter()
+    for path in sorted(facts_dir.glob("*/*.skips.jsonl")) if facts_dir.is_dir() else []:
+        if path.name[:8] not in wanted:
+            continue
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                entry = json.loads(line)
+                key = (path.name[:8], entry["benchmark"], *entry["params"])
+                if key not in seen:
+                    seen.add(key)
+                    counts[entry["reason"]] += 1
+    return counts
+
+
+def format_summary(rows: list[PointSummary], failed_points: list[str], reasons: Counter[str]) -> str:
+    lines = ["", f"{'point':<20} {'ran':>6} {'skipped':>8} {'failed':>7} {'not run':>8}"]
+    for row in rows:
+        note = "  (the point could not run)" if row.point in failed_points else ""
+        lines.append(f"{row.point:<20} {row.ran:>6} {row.skipped:>8} {row.failed:>7} {row.missing:>8}{note}")
+    lines.append("(parameter combinations; every skip's reason is in facts/<host>/*.skips.jsonl)")
+    for reason, count in reasons.most_common(8):
+        lines.append(f"  skipped {count:>4} x  {reason}")
+    return "\n".join(lines)
