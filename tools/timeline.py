@@ -58,7 +58,7 @@ class Point:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The registry (through pip, and PyPI's JSON for release dates)
+# The registry: pip's own index, for the versions and their upload dates
 # ---------------------------------------------------------------------------------------------------
 def registry_versions(package: str) -> list[str]:
     """Every version pip can see for ``package``, oldest first."""
@@ -74,19 +74,61 @@ def registry_versions(package: str) -> list[str]:
     return sort_versions(v.strip() for v in match.group(1).split(","))
 
 
-def release_dates(package: str, timeout: float = 20.0) -> dict[str, dt.datetime]:
-    """Upload date of each release's first file, where the registry's JSON API answers; else empty."""
-    index = os.environ.get("MTB_PYPI_JSON", "https://pypi.org/pypi")
+def pip_index_url() -> str:
+    """The index pip itself installs from: its configured ``index-url`` (environment first, then the
+    install and global sections), else pip's own default."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
+    found = dict(re.findall(r"^(:env:|install|global|user|site)\.index-url='([^']*)'$", out.stdout, re.M))
+    for scope in (":env:", "install", "global", "user", "site"):
+        if found.get(scope):
+            return found[scope].rstrip("/")
+    from pip._internal.models.index import PyPI  # pip's default index, as pip defines it
+
+    return str(PyPI.simple_url).rstrip("/")
+
+
+def _version_of(filename: str) -> str | None:
+    from packaging.utils import (
+        InvalidSdistFilename,
+        InvalidWheelFilename,
+        parse_sdist_filename,
+        parse_wheel_filename,
+    )
+
     try:
-        with urllib.request.urlopen(f"{index}/{package}/json", timeout=timeout) as response:
-            releases = json.load(response)["releases"]
-    except Exception:
+        if filename.endswith(".whl"):
+            return str(parse_wheel_filename(filename)[1])
+        return str(parse_sdist_filename(filename)[1])
+    except (InvalidWheelFilename, InvalidSdistFilename):
+        return None
+
+
+def release_dates(package: str, timeout: float = 20.0, index: str | None = None) -> dict[str, dt.datetime]:
+    """Upload date of each release's first file, from pip's index through the JSON simple API (PEP 691
+    and 700); an index that does not give dates (or no network) leaves the points in version order,
+    said in one line."""
+    index = index or pip_index_url()
+    request = urllib.request.Request(
+        f"{index}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            files = json.load(response)["files"]
+    except Exception as exc:
+        print(
+            f"[timeline] no release dates for {package} from {index} ({type(exc).__name__}): "
+            "points are dated in version order",
+            file=sys.stderr,
+        )
         return {}
-    dates = {}
-    for version, files in releases.items():
-        if files:
-            stamp = min(f["upload_time_iso_8601"] for f in files)
-            dates[version] = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    dates: dict[str, dt.datetime] = {}
+    for entry in files:
+        version, stamp = _version_of(entry.get("filename", "")), entry.get("upload-time")
+        if version and stamp:
+            when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            dates[version] = min(when, dates.get(version, when))
     return dates
 
 

@@ -97,16 +97,6 @@ def _directory(name: str) -> Callable[[str], Path]:
     return parse
 
 
-def _url(name: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "file://")):
-            raise SettingError(f"{name}={raw!r} is not an http(s) or file address of a package index")
-        return value
-
-    return parse
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -134,10 +124,6 @@ def _declare() -> dict[str, Setting]:
         Setting(
             "MTB_TEST_BACKENDS", "mlx-cpu,torch-cpu", "backends the tests check",
             _backend_list("MTB_TEST_BACKENDS"),
-        ),
-        Setting(
-            "MTB_PYPI_JSON", "", "package index for release dates (default: pip's own index)",
-            _url("MTB_PYPI_JSON"),
         ),
     ]  # fmt: skip
     for model in CHECKPOINT_MODELS:

@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
         ("MTB_THREADS", "0", r"MTB_THREADS='0'"),
         ("MTB_FLOAT32_MATMUL", "fp8", r"MTB_FLOAT32_MATMUL='fp8' is not one of ieee, tf32"),
         ("MTB_PARITY_SEED", "x1", r"MTB_PARITY_SEED='x1' must be a whole number"),
-        ("MTB_PYPI_JSON", "pypi.org", r"MTB_PYPI_JSON='pypi.org' is not an http\(s\) or file address"),
         ("MTB_CHECKPOINT_TINYLLAMA", "/nowhere", r"MTB_CHECKPOINT_TINYLLAMA: checkpoint directory /nowhere"),
     ],
 )
