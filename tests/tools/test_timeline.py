@@ -93,7 +93,8 @@ def test_selection_filters_and_names_an_empty_result():
     assert tl.Selection(last=2).apply("mlx", available) == ["0.32.0", "0.32.4"]
     assert tl.Selection(range=">=0.31,<0.32").apply("mlx", available) == ["0.31.0", "0.31.2"]
     assert tl.Selection(only=("0.31.2", "0.30.0")).apply("mlx", available) == ["0.30.0", "0.31.2"]
-    assert tl.Selection(only=("9.9.9",)).apply("mlx", available) == ["9.9.9"], "kept: its install fails later"
+    with pytest.raises(tl.TimelineError, match=r"mlx 9\.9\.9 is not a release in the registry"):
+        tl.Selection(only=("9.9.9",)).apply("mlx", available)  # before an existing timeline is replaced
     with pytest.raises(tl.TimelineError, match=r"no mlx release is left after the filter \(range '>=1.0'\)"):
         tl.Selection(range=">=1.0").apply("mlx", available)
     with pytest.raises(tl.TimelineError, match="is not a version specifier"):
@@ -112,3 +113,53 @@ def test_point_file_records_the_pins(tmp_path):
     tl.build_repo(tl.mlx_timeline(["0.32.4"], tl.Companions(linux=True), {}), tmp_path / "t", print)
     point = json.loads((tmp_path / "t" / tl.POINT_FILE).read_text())
     assert point["tag"] == "mlx-0.32.4" and point["pins"]["mlx-cpu"] == "0.32.4"
+
+
+def test_release_dates_come_from_the_index_pip_uses_and_no_dates_is_one_line(capsys):
+    import http.server
+    import threading
+
+    files = [
+        {
+            "filename": "mlx_cpu-0.26.5-py3-none-any.whl",
+            "upload-time": "2025-07-18T22:33:52Z",
+        },
+        {"filename": "mlx_cpu-0.26.5.tar.gz", "upload-time": "2025-07-18T22:30:00Z"},
+        {
+            "filename": "mlx_cpu-0.27.1-py3-none-any.whl",
+            "upload-time": "2025-07-25T23:00:55Z",
+        },
+    ]
+    asked = []
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers.get("Accept")))
+            body = json.dumps({"meta": {"api-version": "1.1"}, "files": files}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.pypi.simple.v1+json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dates = tl.release_dates("mlx-cpu", index=f"http://127.0.0.1:{server.server_port}/simple")
+    finally:
+        server.shutdown()
+    assert asked == [("/simple/mlx-cpu/", "application/vnd.pypi.simple.v1+json")]
+    assert {v: d.isoformat() for v, d in dates.items()} == {
+        "0.26.5": "2025-07-18T22:30:00+00:00",  # the release's first file
+        "0.27.1": "2025-07-25T23:00:55+00:00",
+    }
+    assert tl.release_dates("mlx-cpu", index="http://127.0.0.1:9", timeout=2) == {}
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("[timeline] no release dates for mlx-cpu from http://127.0.0.1:9")
+
+
+def test_the_index_is_pips_own(monkeypatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example.invalid/simple/")
+    assert tl.pip_index_url() == "https://mirror.example.invalid/simple"
