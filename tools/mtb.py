@@ -189,10 +189,14 @@ def run_points(
     points = tl.read_points(repo)
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
+        points_started = time.monotonic()
         for index, point in enumerate(points, 1):
+            left = len(points) - index
+            elapsed = time.monotonic() - points_started
+            estimate = f", about {elapsed / (index - 1) * (left + 1):.0f} s to go" if index > 1 else ""
             _log(
-                f"point {index}/{len(points)} {point['tag']} ({len(points) - index} left, "
-                f"{time.monotonic() - started:.0f} s so far)"
+                f"point {index}/{len(points)} {point['tag']} ({left} left, "
+                f"{time.monotonic() - started:.0f} s so far{estimate})"
             )
             hashfile = Path(tmp) / "point.txt"
             hashfile.write_text(point["commit"] + "\n")

@@ -29,4 +29,4 @@ def test_run_points_reports_progress_and_goes_on_past_a_failure(tmp_path, monkey
     assert failed == ["mlx-9.9.9"]
     out = capsys.readouterr().out
     assert "point 1/3 mlx-0.31.2 (2 left" in out and "point 3/3 mlx-0.32.4 (0 left" in out
-    assert "s so far)" in out
+    assert "s so far)" in out and "s to go)" in out, "an estimate once a point has run"
