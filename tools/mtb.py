@@ -119,8 +119,13 @@ def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,
     command = [sys.executable, "-m", "tools.asv_entry", *args]
     _log("$ asv " + " ".join(args))
     path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # asv tells benchmark processes its folder and commit only in environments it builds; the facts
+    # and skip reasons (benchmarks/harness/facts.py) need them in an existing environment too
+    where = {"ASV_CONF_DIR": str((cwd / _config_of(args)).resolve().parent)}
+    if "--set-commit-hash" in args[:-1]:
+        where["ASV_COMMIT"] = args[list(args).index("--set-commit-hash") + 1]
     with tempfile.TemporaryDirectory(prefix="mtb-") as scratch:
-        child_env = dict(env, TMPDIR=scratch, PYTHONPATH=path)
+        child_env = {**where, **env, "TMPDIR": scratch, "PYTHONPATH": path}
         process = subprocess.Popen(command, cwd=cwd, env=child_env, start_new_session=True)
         try:
             code = process.wait()
@@ -430,17 +435,23 @@ def guard_folder(config: Path) -> Path:
     return config.resolve().parent / ".asv" / "mtb"
 
 
-def guarded_asv(asv_args: Sequence[str]) -> int:
-    """Any asv command, run as ``mtb main`` runs asv: recorded values never replaced by worse ones or
-    dropped, results saved after every benchmark, and a clean stop on SIGINT / SIGTERM."""
-    if not asv_args:
-        raise SystemExit("mtb asv: give an asv command, e.g. `python3 -m tools.mtb asv run --bench SumAll`")
+def _config_of(asv_args: Sequence[str]) -> Path:
+    """The configuration an asv command line names (asv's default: asv.conf.json)."""
     config = Path("asv.conf.json")
     for i, arg in enumerate(asv_args):
         if arg == "--config" and i + 1 < len(asv_args):
             config = Path(asv_args[i + 1])
         elif arg.startswith("--config="):
             config = Path(arg.split("=", 1)[1])
+    return config
+
+
+def guarded_asv(asv_args: Sequence[str]) -> int:
+    """Any asv command, run as ``mtb main`` runs asv: recorded values never replaced by worse ones or
+    dropped, results saved after every benchmark, and a clean stop on SIGINT / SIGTERM."""
+    if not asv_args:
+        raise SystemExit("mtb asv: give an asv command, e.g. `python3 -m tools.mtb asv run --bench SumAll`")
+    config = _config_of(asv_args)
     if not config.is_file():
         raise SystemExit(f"mtb asv: no asv configuration {config}; pass --config PATH")
     conf = asv_util.load_json(str(config), js_comments=True)
