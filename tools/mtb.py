@@ -504,7 +504,10 @@ def run_command(args: argparse.Namespace) -> int:
         for name, reason in probe_backends().items():
             print(f"{name:18s} {'available' if reason is None else reason}")
     elif args.command == "spread":
-        report = spread_tool.compare_files(args.first, args.second, min_seconds=args.min_ms / 1e3)
+        try:
+            report = spread_tool.compare_files(args.first, args.second, min_seconds=args.min_ms / 1e3)
+        except spread_tool.SpreadError as exc:
+            raise SystemExit(f"mtb spread: {exc}") from None
         print(spread_tool.format_report(report, worst=args.worst))
     elif args.command == "fidelity":
         return fidelity_job(args)

@@ -37,9 +37,20 @@ class SpreadReport:
         return self._median(self.small)
 
 
+class SpreadError(ValueError):
+    """A results file that cannot be compared."""
+
+
 def timings(path: Path) -> dict[str, float]:
-    """``benchmark[params]`` -> seconds, for every timing with a value."""
-    results = Results.load(str(path))
+    """``benchmark[params]`` -> seconds, for every timing with a value; ``SpreadError`` (one line) for a
+    file that is missing or is no asv results file."""
+    try:
+        results = Results.load(str(path))
+    except Exception as exc:  # asv raises its own UserError, or ValueError / OSError underneath
+        raise SpreadError(
+            f"{path} cannot be read as asv results ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "give a file from results/<machine>/"
+        ) from None
     out: dict[str, float] = {}
     for key in results.get_all_result_keys():
         if not is_timing(key):

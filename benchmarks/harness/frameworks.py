@@ -27,6 +27,9 @@ def float32_matmul_precision() -> str:
     return str(settings.read("MTB_FLOAT32_MATMUL"))
 
 
+# A bad setting stops the import: asv then stops before it runs or records anything.
+settings.require_valid()
+
 # Forced, not defaulted: an inherited MLX_ENABLE_TF32=1 would make MLX use TF32 while torch does not.
 os.environ["MLX_ENABLE_TF32"] = "1" if float32_matmul_precision() == "tf32" else "0"
 

@@ -150,6 +150,16 @@ def read(name: str, env: Mapping[str, str] | None = None) -> Any:
     return setting.parse(raw)
 
 
+# what the suite itself reads: checked when it is imported (asv's discovery and every benchmark process)
+SUITE_SETTINGS = ("MTB_PROFILE", "MTB_BACKENDS", "MTB_THREADS", "MTB_FLOAT32_MATMUL")
+
+
+def require_valid(names: tuple[str, ...] = SUITE_SETTINGS) -> None:
+    """Raise the first bad setting's ``SettingError``."""
+    for name in names:
+        read(name)
+
+
 def problems(env: Mapping[str, str] | None = None) -> list[str]:
     """One line per bad or unknown ``MTB_*`` variable in ``env`` (the process environment by default)."""
     env = os.environ if env is None else env

@@ -130,3 +130,12 @@ def test_summary_counts_ran_skipped_failed(tmp_path):
     assert reasons == {"torch-cuda: no CUDA device": 1}, "one entry per benchmark, parameters and point"
     text = store.format_summary(rows, [], reasons)
     assert "mlx-0.32.4" in text and "skipped    1 x  torch-cuda: no CUDA device" in text
+
+
+def test_spread_on_a_truncated_results_file_is_one_line(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"commit_hash": "abc", "results": {')
+    out = _mtb("spread", str(broken), str(broken))
+    assert out.returncode == 1
+    (only,) = out.stderr.strip().splitlines()
+    assert only.startswith(f"mtb spread: {broken} cannot be read as asv results")
