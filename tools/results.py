@@ -131,10 +131,17 @@ def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
             row = merge_row(old_rows[name], new_rows[name])
         else:
             row = new_rows.get(name) or old_rows[name]
-        results[name] = [row.get(c) for c in columns]
+        values = [row.get(c) for c in columns]
+        while values and values[-1] is None:  # asv's compact form
+            values.pop()
+        results[name] = values
     out["results"] = results
     out["durations"] = {**old.get("durations", {}), **new.get("durations", {})}
     return out
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, allow_nan=True)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -145,16 +152,17 @@ def write_atomically(path: Path, text: str) -> None:
 
 def merge_file(kept: Path, current: Path) -> bool:
     """Merge the kept copy into the current results file; True if the file changed."""
-    old = json.loads(kept.read_text())
+    text = kept.read_text()
     try:
-        new = json.loads(current.read_text())
+        current_text = current.read_text()
+        new = json.loads(current_text)
     except (OSError, ValueError):
-        new = None
-    if new is None:
-        write_atomically(current, kept.read_text())
+        write_atomically(current, text)
         return True
-    merged = merge_data(old, new)
-    if merged == new:
+    if current_text == text:
+        return False
+    merged = merge_data(json.loads(text), new)
+    if _canonical(merged) == _canonical(new):  # (NaN is not equal to itself: compare the text)
         return False
     write_atomically(current, json.dumps(merged, separators=(",", ":"), allow_nan=True))
     return True

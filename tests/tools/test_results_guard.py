@@ -245,3 +245,13 @@ def test_a_signal_stops_everything_keeps_what_finished_and_leaves_nothing(tiny, 
     assert not math.isnan(_grid(tiny)["a"])
     assert _survivors(marker) == [], "a process of the run survived"
     assert list((tiny / "tmp").iterdir()) == [], "a temporary folder was left"
+
+
+def test_a_run_that_changes_nothing_leaves_the_files_byte_identical(tiny):
+    assert _mtb(tiny, _run_args(tiny)).returncode == 0
+    path = _results(tiny)
+    before = path.read_bytes()
+    out = _mtb(tiny, ["run", "--skip-existing-successful", *_run_args(tiny)[1:]])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert path.read_bytes() == before
+    assert "kept recorded values" not in out.stdout
