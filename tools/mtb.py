@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from asv import util as asv_util
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MLX_RANGE = ">=0.32.2"
 # What succeeded is kept (not measured again); every timing keeps its samples, for two-sample tests.
 RUN_FLAGS = ("--skip-existing-successful", "--record-samples")
+# seconds between progress lines while a point runs
+PROGRESS_EVERY = 60.0
 
 
 def _log(message: str) -> None:
@@ -113,7 +115,13 @@ def resolve_backends(choice: str) -> list[str]:
     return names
 
 
-def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,), cwd: Path = ROOT) -> int:
+def _asv(
+    args: Sequence[str],
+    env: dict[str, str],
+    ok_codes: Sequence[int] = (0,),
+    cwd: Path = ROOT,
+    progress: Callable[[], None] | None = None,
+) -> int:
     """asv in a process group of its own (tools/asv_entry.py: results saved after every benchmark),
     with a temporary folder of its own that is removed however it ends."""
     command = [sys.executable, "-m", "tools.asv_entry", *args]
@@ -128,7 +136,13 @@ def _asv(args: Sequence[str], env: dict[str, str], ok_codes: Sequence[int] = (0,
         child_env = {**where, **env, "TMPDIR": scratch, "PYTHONPATH": path}
         process = subprocess.Popen(command, cwd=cwd, env=child_env, start_new_session=True)
         try:
-            code = process.wait()
+            while True:
+                try:
+                    code = process.wait(timeout=PROGRESS_EVERY)
+                    break
+                except subprocess.TimeoutExpired:
+                    if progress is not None:
+                        progress()
         except Stopped:
             _stop_process_group(process)
             raise
@@ -179,8 +193,28 @@ def build_timeline(args: argparse.Namespace) -> list[str]:
     return hashes
 
 
+def point_progress(results_dir: Path, commit: str, total: int) -> Callable[[], None]:
+    """A progress line: benchmarks this point has finished (its results are saved after each one),
+    of how many, and the time left at the pace so far."""
+    since = time.time()
+
+    def report() -> None:
+        done = results_store.finished_since(results_dir, commit, since)
+        elapsed = time.time() - since
+        estimate = f", about {elapsed / done * max(total - done, 0):.0f} s left" if done else ""
+        _log(f"  {done}/{total} benchmarks done at this point ({elapsed:.0f} s{estimate})")
+
+    return report
+
+
 def run_points(
-    config: str, conf: dict, env: dict[str, str], bench: str | None, commits: str, started: float
+    config: str,
+    conf: dict,
+    env: dict[str, str],
+    bench: str | None,
+    commits: str,
+    started: float,
+    total: int = 0,
 ) -> list[str]:
     """asv run over the timeline one release point at a time, so that progress shows (which point, how
     many left, time so far) and a point that fails to install or run does not stop the others.  Returns
@@ -206,7 +240,8 @@ def run_points(
             hashfile = Path(tmp) / "point.txt"
             hashfile.write_text(point["commit"] + "\n")
             args = ["run", "--config", config, *RUN_FLAGS, f"HASHFILE:{hashfile}", *extra]
-            if _asv(args, env, ok_codes=(0, 1, 2)) not in (0, 2):
+            progress = point_progress(ROOT / conf.get("results_dir", "results"), point["commit"], total)
+            if _asv(args, env, ok_codes=(0, 1, 2), progress=progress) not in (0, 2):
                 failed.append(point["tag"])
     return failed
 
@@ -264,7 +299,7 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
     conf = asv_util.load_json(str(ROOT / config), js_comments=True)
     results_dir = ROOT / conf.get("results_dir", "results")
     with results_store.guarded(results_dir, guard_folder(ROOT / config), _log):
-        failed = run_points(config, conf, env, bench, commits, started)
+        failed = run_points(config, conf, env, bench, commits, started, total=len(selected))
     points = tl.read_points(ROOT / conf["repo"]) if (ROOT / conf["repo"] / tl.POINT_FILE).exists() else []
     summary = results_store.summary(results_dir, points, set(selected))
     reasons = results_store.skip_reasons(ROOT / "facts", [p["commit"] for p in points])

@@ -225,6 +225,17 @@ def point_file(results_dir: Path, commit: str) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def finished_since(results_dir: Path, commit: str, since: float) -> int:
+    """How many benchmarks of a commit's results were recorded at or after ``since`` (seconds)."""
+    path = point_file(results_dir, commit)
+    if path is None:
+        return 0
+    with contextlib.suppress(OSError, ValueError):
+        rows = _rows(json.loads(path.read_text()))
+        return sum((row.get("started_at") or 0) >= since * 1000 for row in rows.values())
+    return 0
+
+
 def summarise_point(point: str, path: Path | None, selected: set[str]) -> PointSummary:
     ran = skipped = failed = 0
     rows = _rows(json.loads(path.read_text())) if path is not None else {}

@@ -139,3 +139,18 @@ def test_spread_on_a_truncated_results_file_is_one_line(tmp_path):
     assert out.returncode == 1
     (only,) = out.stderr.strip().splitlines()
     assert only.startswith(f"mtb spread: {broken} cannot be read as asv results")
+
+
+def test_progress_counts_the_benchmarks_a_point_has_saved(tmp_path, capsys):
+    (tmp_path / "vm").mkdir()
+    now_ms = 1_000_000_000_000
+    data = {
+        "commit_hash": "abcdef0123",
+        "result_columns": ["result", "params", "version", "started_at"],
+        "results": {"a": [[1.0], [], "v", now_ms - 5000], "b": [[1.0], [], "v", now_ms + 1000]},
+    }
+    (tmp_path / "vm" / "abcdef01-env.json").write_text(json.dumps(data))
+    assert store.finished_since(tmp_path, "abcdef0123", now_ms / 1000) == 1, "only b is of this run"
+    assert store.finished_since(tmp_path, "0000000000", 0) == 0
+    mtb.point_progress(tmp_path, "abcdef0123", total=4)()
+    assert "/4 benchmarks done at this point" in capsys.readouterr().out

@@ -15,7 +15,7 @@ def test_run_points_reports_progress_and_goes_on_past_a_failure(tmp_path, monkey
     )
     calls = []
 
-    def fake_asv(args, env, ok_codes=(0,)):
+    def fake_asv(args, env, ok_codes=(0,), progress=None):
         assert "--record-samples" in args and "--skip-existing-successful" in args  # samples kept
         hashfile = next(a for a in args if a.startswith("HASHFILE:"))
         commit = Path(hashfile.removeprefix("HASHFILE:")).read_text().strip()
