@@ -29,6 +29,7 @@ from asv import util as asv_util
 from packaging.version import Version
 
 from benchmarks.harness import settings
+from tools import detect as detect_tool
 from tools import fidelity as fidelity_tool
 from tools import results as results_store
 from tools import site
@@ -377,6 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("probe", help="which backends run on this machine")
 
+    det = sub.add_parser(
+        "detect",
+        help="changes between consecutive points, beyond each series' noise (tools/detect.py)",
+        formatter_class=HelpFormatter,
+    )
+    det.add_argument(
+        "files", nargs="*", type=Path, help="asv results files in point order (default: the timeline)"
+    )
+    det.add_argument("--config", default="asv.conf.json", help="the asv configuration (results, timeline)")
+    det.add_argument("--alpha", type=float, default=0.01, help="false discovery rate over all comparisons")
+    det.add_argument("--min-effect", type=float, default=0.10, help="smallest relative change reported")
+    det.add_argument("--noise-factor", type=float, default=2.0, help="band: this times the series' spread")
+    det.add_argument("--json", type=Path, help="also write the changes here")
+
     guarded = sub.add_parser(
         "asv",
         help="any asv command with results guarded and a clean stop: mtb asv run --bench X ...",
@@ -495,6 +510,42 @@ def guarded_asv(asv_args: Sequence[str]) -> int:
         return _asv(asv_args, dict(os.environ), ok_codes=range(256), cwd=Path.cwd())
 
 
+def detect_job(args: argparse.Namespace) -> int:
+    """Changes along the timeline's points on every machine in the results (or along FILES)."""
+    settings_ = detect_tool.Settings(
+        alpha=args.alpha, min_effect=args.min_effect, noise_factor=args.noise_factor
+    )
+    groups: list[tuple[list[Path | None], list[str]]] = []
+    if args.files:
+        missing = [str(f) for f in args.files if not f.is_file()]
+        if missing:
+            raise SystemExit(f"mtb detect: no such results file: {', '.join(missing)}")
+        groups.append((list(args.files), [f.name for f in args.files]))
+    else:
+        conf = asv_util.load_json(str(ROOT / args.config), js_comments=True)
+        repo, results_dir = ROOT / conf["repo"], ROOT / conf.get("results_dir", "results")
+        if not (repo / tl.POINT_FILE).exists():
+            raise SystemExit(f"mtb detect: no timeline at {conf['repo']}; give results files in point order")
+        points = tl.read_points(repo)
+        for machine in sorted(p for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []:
+            files = [results_store.point_file(machine, p["commit"]) for p in points]
+            files = [f if f is not None and f.parent == machine else None for f in files]
+            groups.append((files, [p["tag"] for p in points]))
+    found: list[detect_tool.Change] = []
+    for files, labels in groups:
+        try:
+            series = detect_tool.series_from(files)
+        except detect_tool.DetectError as exc:
+            raise SystemExit(f"mtb detect: {exc}") from None
+        changes = detect_tool.detect(series, labels, settings_)
+        print(detect_tool.format_changes(changes, detect_tool.comparisons(series)))
+        found.extend(changes)
+    if args.json:
+        args.json.write_text(json.dumps([c.as_json() for c in found], indent=1))
+        _log(f"wrote {args.json}")
+    return 0
+
+
 def check_settings() -> None:
     """Every MTB_* variable, before anything starts (benchmarks/harness/settings.py)."""
     problems = settings.problems()
@@ -533,6 +584,8 @@ def run_command(args: argparse.Namespace) -> int:
         return main_job(args.profile, args.backends, args.bench, args.config, args.commits)
     elif args.command == "asv":
         return guarded_asv(args.asv_args)
+    elif args.command == "detect":
+        return detect_job(args)
     elif args.command == "timeline":
         build_timeline(args)
     elif args.command == "probe":
