@@ -520,16 +520,20 @@ def detect_job(args: argparse.Namespace) -> int:
         missing = [str(f) for f in args.files if not f.is_file()]
         if missing:
             raise SystemExit(f"mtb detect: no such results file: {', '.join(missing)}")
-        groups.append((list(args.files), [f.name for f in args.files]))
+        names = [f.name for f in args.files]
+        unique = len(set(names)) == len(names)
+        labels = names if unique else [f"#{i} {f}" for i, f in enumerate(args.files, 1)]
+        groups.append((list(args.files), labels))
     else:
-        conf = asv_util.load_json(str(ROOT / args.config), js_comments=True)
-        repo, results_dir = ROOT / conf["repo"], ROOT / conf.get("results_dir", "results")
+        config = ROOT / args.config  # (an absolute path stays itself)
+        conf = asv_util.load_json(str(config), js_comments=True)
+        base = config.resolve().parent  # asv reads the paths relative to the configuration
+        repo, results_dir = base / conf["repo"], base / conf.get("results_dir", "results")
         if not (repo / tl.POINT_FILE).exists():
             raise SystemExit(f"mtb detect: no timeline at {conf['repo']}; give results files in point order")
         points = tl.read_points(repo)
         for machine in sorted(p for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []:
-            files = [results_store.point_file(machine, p["commit"]) for p in points]
-            files = [f if f is not None and f.parent == machine else None for f in files]
+            files = [results_store.point_file(results_dir, p["commit"], machine.name) for p in points]
             groups.append((files, [p["tag"] for p in points]))
     found: list[detect_tool.Change] = []
     for files, labels in groups:

@@ -214,10 +214,13 @@ class PointSummary:
     missing: int  # selected benchmarks with no entry at all (the point did not run them)
 
 
-def point_file(results_dir: Path, commit: str) -> Path | None:
-    """The newest results file of a commit (one per environment; mtb uses one environment)."""
+def point_file(results_dir: Path, commit: str, machine: str | None = None) -> Path | None:
+    """The newest results file of a commit (one per environment; mtb uses one environment), on one
+    machine or any."""
     found = []
     for path in results_files(results_dir):
+        if machine is not None and path.parent.name != machine:
+            continue
         if path.name.startswith(commit[:8]):
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(path.read_text()).get("commit_hash") == commit:
