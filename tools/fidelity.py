@@ -245,9 +245,12 @@ def _release_prepared() -> None:
     release_prepared()
 
 
-def blocked_modules(backend: str) -> list[str]:
-    """The other framework, kept out of a bare process: it holds only what it measures."""
-    return ["torch"] if backend.startswith("mlx-") else ["mlx", "mlx.core"]
+def blocked_modules(backend: str, benchmarks: Sequence[str] = ()) -> list[str]:
+    """The other framework, kept out of a bare process: it holds only what it measures.  A workload's
+    MLX side is built from torch's weights (the same weights on both sides), so it keeps torch."""
+    if backend.startswith("mlx-"):
+        return [] if any(b.startswith("workloads.") for b in benchmarks) else ["torch"]
+    return ["mlx", "mlx.core"]
 
 
 def run_bare(rows: list[Row], plan: BarePlan, env: dict[str, str] | None = None) -> None:
@@ -266,7 +269,7 @@ def _bare_process(backend: str, group: list[Row], plan: BarePlan, env: dict[str,
     """One fresh process measuring every row of ``group`` (one backend) in turn."""
     payload = {
         "plan": asdict(plan),
-        "block": blocked_modules(backend),
+        "block": blocked_modules(backend, [r.benchmark for r in group]),
         "requests": [{"benchmark": r.benchmark, "params": list(r.params)} for r in group],
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:

@@ -176,3 +176,16 @@ def test_planned_rows_leave_out_what_the_profile_never_compiles():
     assert {
         r.backend for r in fidelity.planned_rows("ops.activations.ReLU.time_forward", relu, ["mlx-cpu"])
     } == {"mlx-cpu"}
+
+
+def test_a_bare_process_holds_one_framework_except_a_workloads_mlx_side():
+    from tools.fidelity import blocked_modules
+
+    assert blocked_modules("mlx-cpu", ["ops.activations.GELU.time_forward"]) == ["torch"]
+    assert blocked_modules("torch-cpu", ["ops.activations.GELU.time_forward"]) == ["mlx", "mlx.core"]
+    # the MLX side of a workload is built from torch's weights
+    assert blocked_modules("mlx-cpu", ["workloads.whisper.WhisperInference.track_decode_seconds"]) == []
+    assert blocked_modules("torch-cpu", ["workloads.whisper.WhisperInference.track_decode_seconds"]) == [
+        "mlx",
+        "mlx.core",
+    ]
