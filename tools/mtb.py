@@ -203,7 +203,8 @@ def point_progress(results_dir: Path, commit: str, total: int) -> Callable[[], N
         done = results_store.finished_since(results_dir, commit, since)
         elapsed = time.time() - since
         estimate = f", about {elapsed / done * max(total - done, 0):.0f} s left" if done else ""
-        _log(f"  {done}/{total} benchmarks done at this point ({elapsed:.0f} s{estimate})")
+        print(flush=True)  # asv's progress line does not end while a benchmark runs
+        _log(f"{done}/{total} benchmarks done at this point ({elapsed:.0f} s{estimate})")
 
     return report
 
