@@ -25,9 +25,10 @@ class Profile:
     name: str
     # dtypes every op is timed in; ops marked ``low_precision`` add float16/bfloat16 on top.
     low_precision_dtypes: tuple[str, ...]
-    # torch.compile costs ~1.5 s of compilation in every benchmark process (17 s for one case's seven
-    # processes on the 2-core VM), so the quick profile times compiled backends on a representative
-    # subset: the first case, in float32, of the ops below.  None means every op, case and dtype.
+    # The first torch.compile in a benchmark process takes ~2.2 s on the 2-core VM (3.4 s before
+    # harness/inductor.py kept inductor's ISA answer), paid in each of a combination's processes, so the
+    # quick profile times compiled backends on a representative subset: the first case, in float32, of
+    # the ops below.  None means every op, case and dtype.
     compiled_subset: tuple[str, ...] | None
     # asv timing attributes for time_ methods: rounds (each a fresh process, interleaved by asv) and
     # repeat (min samples, max samples, seconds) per round.  On a shared VM a whole benchmark process
