@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,15 +146,12 @@ def _ratio_of_medians(after: np.ndarray, before: np.ndarray, axis: int = -1) -> 
     return np.median(after, axis=axis) / np.median(before, axis=axis)
 
 
-def compare(
+def ratio_interval(
     before: Sequence[float], after: Sequence[float], settings: Settings
-) -> tuple[float, float, float, float]:
-    """(ratio of medians, its CI low, high, Mann-Whitney p) for two sample sets."""
-    b, a = np.asarray(before, float), np.asarray(after, float)
-    ratio = float(np.median(a) / np.median(b))
-    p = float(stats.mannwhitneyu(b, a, alternative="two-sided").pvalue)
+) -> tuple[float, float]:
+    """The bootstrap confidence interval of median(after) / median(before)."""
     ci = stats.bootstrap(
-        (a, b),
+        (np.asarray(after, float), np.asarray(before, float)),
         _ratio_of_medians,
         vectorized=True,
         paired=False,
@@ -164,44 +160,49 @@ def compare(
         method="percentile",
         random_state=np.random.default_rng(0),
     ).confidence_interval
-    return ratio, float(ci.low), float(ci.high), p
+    return float(ci.low), float(ci.high)
+
+
+def _pairs(entry: Series) -> list[tuple[int, int]]:
+    """Consecutive points of a series that both have enough samples to compare."""
+    points = [i for i, s in enumerate(entry.samples) if s and len(s) >= 3]
+    return list(itertools.pairwise(points))
 
 
 def detect(series: dict[str, Series], labels: Sequence[str], settings: Settings) -> list[Change]:
-    """Every change between consecutive points beyond the series' noise (module docstring)."""
-    candidates: list[Change] = []
-    p_values: list[float] = []
-    for entry in series.values():
-        band = max(settings.min_effect, settings.noise_factor * entry.noise())
-        points = [i for i, s in enumerate(entry.samples) if s and len(s) >= 3]
-        for previous, point in itertools.pairwise(points):
-            before, after = entry.samples[previous], entry.samples[point]
-            ratio, low, high, p = compare(before, after, settings)  # type: ignore[arg-type]
-            p_values.append(p)
-            outside = low > 1 + band or high < 1 / (1 + band)
-            change = Change(
-                series=entry.key, machine=entry.machine, point=labels[point], previous=labels[previous],
-                kind="regression" if ratio > 1 else "improvement", ratio=ratio, ci_low=low, ci_high=high,
-                p_value=p, q_value=math.nan, band=band,
-                before=float(np.median(before)), after=float(np.median(after)),  # type: ignore[arg-type]
-            )  # fmt: skip
-            change.recovered_at = _recovered(entry, point, float(np.median(before)), band, labels)  # type: ignore[arg-type]
-            candidates.append(change if outside else _not_flagged(change))
-    if not p_values:
+    """Every change between consecutive points beyond the series' noise (module docstring).  The test's
+    p-values are corrected over every comparison first; the bootstrap interval, the recovery and the
+    other framework's figure are worked out only for the comparisons that pass it."""
+    tests = [(entry, previous, point) for entry in series.values() for previous, point in _pairs(entry)]
+    if not tests:
         return []
+    p_values = [
+        float(stats.mannwhitneyu(e.samples[i], e.samples[j], alternative="two-sided").pvalue)
+        for e, i, j in tests
+    ]
     q_values = stats.false_discovery_control(p_values, method="bh")
+    counterparts = {(s.machine, s.env, s.benchmark, s.params): s for s in series.values()}
     flagged = []
-    for change, q in zip(candidates, q_values, strict=True):
-        change.q_value = float(q)
-        if change.kind != "none" and q < settings.alpha:
-            flagged.append(change)
-    _add_counterparts(flagged, series, labels)
+    for (entry, previous, point), p, q in zip(tests, p_values, q_values, strict=True):
+        if q >= settings.alpha:
+            continue
+        before, after = entry.samples[previous], entry.samples[point]
+        assert before is not None and after is not None
+        band = max(settings.min_effect, settings.noise_factor * entry.noise())
+        low, high = ratio_interval(before, after, settings)
+        if not (low > 1 + band or high < 1 / (1 + band)):
+            continue
+        baseline, now = float(np.median(before)), float(np.median(after))
+        flagged.append(
+            Change(
+                series=entry.key, machine=entry.machine, point=labels[point], previous=labels[previous],
+                kind="regression" if now > baseline else "improvement", ratio=now / baseline,
+                ci_low=low, ci_high=high, p_value=p, q_value=float(q), band=band, before=baseline, after=now,
+                recovered_at=_recovered(entry, point, baseline, band, labels),
+                other=_other_framework(entry, point, counterparts),
+            )
+        )  # fmt: skip
     return sorted(flagged, key=lambda c: (labels.index(c.point), c.series), reverse=True)
-
-
-def _not_flagged(change: Change) -> Change:
-    change.kind = "none"
-    return change
 
 
 def _recovered(entry: Series, point: int, baseline: float, band: float, labels: Sequence[str]) -> str | None:
@@ -212,21 +213,21 @@ def _recovered(entry: Series, point: int, baseline: float, band: float, labels: 
     return None
 
 
-def _add_counterparts(changes: list[Change], series: dict[str, Series], labels: Sequence[str]) -> None:
-    by_key = {(s.machine, s.env, s.benchmark, s.params): s for s in series.values()}
-    for change in changes:
-        entry = next(s for s in series.values() if s.key == change.series and s.machine == change.machine)
-        others = {}
-        for position, value in enumerate(entry.params):
-            partner = COUNTERPART.get(value)
-            if partner is None:
-                continue
-            params = (*entry.params[:position], partner, *entry.params[position + 1 :])
-            other = by_key.get((entry.machine, entry.env, entry.benchmark, params))
-            samples = other.samples[labels.index(change.point)] if other else None
-            if samples:
-                others[partner] = float(np.median(samples))
-        change.other = others or None
+def _other_framework(
+    entry: Series, point: int, counterparts: dict[tuple[Any, ...], Series]
+) -> dict[str, float] | None:
+    """The other framework's median at the same point, same machine, environment and parameters."""
+    others = {}
+    for position, value in enumerate(entry.params):
+        partner = COUNTERPART.get(value)
+        if partner is None:
+            continue
+        params = (*entry.params[:position], partner, *entry.params[position + 1 :])
+        other = counterparts.get((entry.machine, entry.env, entry.benchmark, params))
+        samples = other.samples[point] if other else None
+        if samples:
+            others[partner] = float(np.median(samples))
+    return others or None
 
 
 def format_changes(changes: Sequence[Change], compared: int) -> str:
@@ -242,8 +243,4 @@ def format_changes(changes: Sequence[Change], compared: int) -> str:
 
 
 def comparisons(series: dict[str, Series]) -> int:
-    total = 0
-    for entry in series.values():
-        points = [i for i, s in enumerate(entry.samples) if s and len(s) >= 3]
-        total += max(0, len(points) - 1)
-    return total
+    return sum(len(_pairs(entry)) for entry in series.values())

@@ -95,25 +95,17 @@ def probe_backends() -> dict[str, str | None]:
 def resolve_backends(choice: str) -> list[str]:
     """``auto``: the backends this machine has (absent ones would each cost a benchmark process per
     parameter set only to be skipped); ``all``: every backend, absent ones skipped with their reason by
-    asv; or a comma list, validated here."""
-    from benchmarks.harness.backends import BACKEND_NAMES
-
-    if choice == "all":
-        return list(BACKEND_NAMES)
+    asv; or a comma list, validated as MTB_BACKENDS is."""
     if choice == "auto":
         status = probe_backends()
         for reason in status.values():
             if reason:
                 _log(f"not run here: {reason}")
         return [name for name, reason in status.items() if reason is None]
-    names = [n.strip() for n in choice.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BACKEND_NAMES]
-    if unknown or not names:
-        raise SystemExit(
-            f"mtb: unknown backend(s) {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(BACKEND_NAMES)}, or auto / all"
-        )
-    return names
+    try:  # the same check as MTB_BACKENDS
+        return list(settings.read("MTB_BACKENDS", {"MTB_BACKENDS": choice}))
+    except settings.SettingError as exc:
+        raise SystemExit(f"mtb: --backends: {exc}") from None
 
 
 def _asv(

@@ -4,12 +4,14 @@ CI can trust; a failed publish never deletes the site."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import settings
 from tools import mtb, site
 from tools import results as store
 from tools import timeline as tl
@@ -18,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _mtb(*args: str, **env: str) -> subprocess.CompletedProcess:
-    import os
-
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MTB_")}
     return subprocess.run(
         [sys.executable, "-m", "tools.mtb", *args], cwd=ROOT, env={**clean, **env},
@@ -51,6 +51,14 @@ def test_no_timeline_without_a_timeline_says_how_to_make_one(tmp_path):
     assert out.returncode == 1
     (only,) = out.stderr.strip().splitlines()
     assert "there is no timeline at" in only and "run without --no-timeline once" in only
+
+
+def test_an_unknown_backend_flag_is_one_line():
+    with pytest.raises(
+        SystemExit, match=r"mtb: --backends: MTB_BACKENDS='mlx-cpu,tpu' names unknown backend"
+    ):
+        mtb.resolve_backends("mlx-cpu,tpu")
+    assert mtb.resolve_backends("all") == list(settings.BACKEND_NAMES)
 
 
 def test_counts_of_releases_must_be_positive():
