@@ -124,7 +124,7 @@ def suite_rows(
     """One row per ``time_`` result (benchmark x parameters) in ``results_file``, measured or not."""
     from asv.results import Results
 
-    from benchmarks.harness.backends import BACKEND_NAMES
+    from benchmarks.harness.settings import BACKEND_NAMES
 
     wanted = set(backends or BACKEND_NAMES)
     pattern = re.compile(bench) if bench else None
@@ -373,7 +373,7 @@ def time_benchmarks(bench: str | None, env: dict[str, str]) -> dict[str, list[li
 def planned_rows(name: str, params: list[list[str]], backends: Sequence[str]) -> list[Row]:
     """The parameter sets of ``name`` on ``backends``, less those the profile never times (the quick
     profile compiles a subset of the ops: a bare process for the others would only report the skip)."""
-    from benchmarks.harness.backends import BACKEND_NAMES
+    from benchmarks.harness.settings import BACKEND_NAMES
 
     rows = []
     for combo in itertools.product(*params) if params else [()]:

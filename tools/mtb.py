@@ -257,8 +257,18 @@ def selected_benchmarks(bench: str | None, env: dict[str, str]) -> list[str]:
     return [n for n in names if bench is None or re.search(bench, n)]
 
 
+def check_profile(name: str) -> None:
+    from benchmarks.harness.profiles import ProfileError, get_profile
+
+    try:
+        get_profile(name)
+    except ProfileError as exc:
+        raise SystemExit(f"mtb: {exc}") from None
+
+
 def check_run_inputs(args: argparse.Namespace, conf: dict) -> None:
-    """What would make the run fail or do nothing, said before anything starts."""
+    """What would make the run fail or do nothing, said before anything starts (the timeline included)."""
+    check_profile(args.profile)
     if args.bench is not None:
         try:
             re.compile(args.bench)
@@ -273,12 +283,6 @@ def check_run_inputs(args: argparse.Namespace, conf: dict) -> None:
 
 def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> int:
     """Run every point, publish, print the summary; 0 only if every point ran and no benchmark failed."""
-    from benchmarks.harness.profiles import get_profile
-
-    try:
-        get_profile(profile)
-    except ValueError as exc:
-        raise SystemExit(f"mtb: {exc}") from None
     backend_names = ",".join(resolve_backends(backends))
     env = tl.installer_env(dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backend_names))
     selected = selected_benchmarks(bench, env)
@@ -354,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     main = sub.add_parser(
         "main", help="run the suite with asv, then publish the site to html/", formatter_class=HelpFormatter
     )
-    main.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    main.add_argument(
+        "--profile",
+        default=os.environ.get("MTB_PROFILE", "quick"),
+        help="size profile: quick or full",
+    )
     main.add_argument("--backends", default="auto", help="auto (those present), all, or a comma list")
     main.add_argument("--bench", help="asv --bench regular expression (default: everything)")
     main.add_argument("--config", default="asv.conf.json", help="the asv configuration")
@@ -404,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fid.add_argument("--bench", default=r"^ops\.", help="regular expression over benchmark names")
     fid.add_argument("--backends", default="auto", help="auto (those present), or a comma list")
-    fid.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    fid.add_argument(
+        "--profile",
+        default=os.environ.get("MTB_PROFILE", "quick"),
+        help="size profile: quick or full",
+    )
     fid.add_argument(
         "--results", type=Path, help="an asv results file to check instead of running asv here now"
     )
@@ -421,16 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
 def fidelity_backends(choice: str) -> list[str]:
     """Like ``resolve_backends``, but a name that is unknown or absent here is reported and left out while
     the others are checked; only a list that leaves nothing stops the run."""
-    from benchmarks.harness.backends import BACKEND_NAMES
-
     if choice in ("auto", "all"):
         return resolve_backends("auto")
     names = [n.strip() for n in choice.split(",") if n.strip()]
     status = probe_backends()
     kept = []
     for name in names:
-        if name not in BACKEND_NAMES:
-            _log(f"unknown backend {name!r} left out (known: {', '.join(BACKEND_NAMES)})")
+        if name not in settings.BACKEND_NAMES:
+            _log(f"unknown backend {name!r} left out (known: {', '.join(settings.BACKEND_NAMES)})")
         elif status.get(name):
             _log(f"left out, not here: {status[name]}")
         else:
@@ -441,16 +451,11 @@ def fidelity_backends(choice: str) -> list[str]:
 
 
 def fidelity_job(args: argparse.Namespace) -> int:
-    from benchmarks.harness.profiles import get_profile
-
-    try:
-        get_profile(args.profile)
-    except ValueError as exc:
-        raise SystemExit(f"mtb: {exc}") from None
     if args.streams < 1 or args.stream_seconds <= 0 or args.bare_processes < 1:
         raise SystemExit(
             "mtb fidelity: --streams and --bare-processes must be 1 or more, --stream-seconds above 0"
         )
+    check_profile(args.profile)
     backends = fidelity_backends(args.backends)
     out = args.out or ROOT / "fidelity" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
