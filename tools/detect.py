@@ -1,18 +1,24 @@
 """Changes along a series of release points, from the samples every timing keeps.
 
 A series is one timing benchmark with one parameter combination, on one machine, in one asv
-environment, along the points of a timeline (or along result files given in order).  Between
-consecutive points that both have samples, a change is reported when
+environment, along the points of a timeline (or along result files given in order).  Series of
+different machines or environments are never mixed.
 
-- the two sample sets differ by a Mann-Whitney U test (scipy.stats) at a false discovery rate of
-  ``alpha`` over every comparison of the run (Benjamini-Hochberg, scipy.stats.false_discovery_control),
-- and the bootstrap confidence interval of the ratio of medians (scipy.stats.bootstrap) lies wholly
-  outside the series' noise band: at least ``min_effect``, and at least ``noise_factor`` times the
-  series' own spread (the median over its points of the interquartile range relative to the median).
+On a shared machine a whole benchmark process runs faster or slower than the next, so the unit of
+replication is the process (asv's round), not the sample: samples of one process agree with each other
+far better than with the next process's.  A point's samples are split back into its processes (the
+profiles take a fixed number of samples per round and asv appends rounds in order), and two points are
+compared by a Welch t-test on the logarithms of the process medians (scipy.stats.ttest_ind), whose
+confidence interval, turned back into a ratio, is the interval of the change.  A change is reported when
+that interval lies wholly outside the series' noise band: at least ``min_effect``, and at least
+``noise_factor`` times the series' own spread (the median over its points of the interquartile range
+relative to the median), which keeps series that jump between two speeds from process to process quiet.
 
-Samples of one point come from a few benchmark processes (asv's rounds), and on a shared machine a whole
-process runs faster or slower than the next, so the test alone flags process luck; the band is what
-keeps an A/A pair quiet, and its size is what the error-rate measurements decide.
+A series with one process per point (the workloads: one job per point) cannot show its process spread;
+it is compared on its samples (Mann-Whitney U, and a bootstrap interval of the ratio of medians), and a
+change it shows counts as confirmed only when the next point stays beyond the band too (PyTorch's HUD
+asks the same of its nightlies).  How often all this flags a change that is not there, and which planted
+steps it finds, is measured by ``mtb error-rates`` (tools/error_rates.py).
 
 Both directions are reported (regression: slower; improvement: faster), with the point that brought the
 change, the first later point back inside the band (recovered), and for ops the other framework's median
@@ -48,7 +54,6 @@ class DetectError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    alpha: float = 0.01
     min_effect: float = 0.10
     noise_factor: float = 2.0
     confidence: float = 0.99
@@ -62,6 +67,8 @@ class Series:
     benchmark: str
     params: tuple[str, ...]
     samples: list[list[float] | None] = field(default_factory=list)  # per point; None: no figure
+    rounds: int = 1  # benchmark processes per point (asv's rounds)
+    unit: str = "seconds"  # or "ratio" (tools/ratios.py)
 
     @property
     def key(self) -> str:
@@ -77,22 +84,35 @@ class Series:
                     spreads.append((q75 - q25) / q50)
         return float(np.median(spreads)) if spreads else 0.0
 
+    def process_medians(self, point: int) -> list[float] | None:
+        """The median of each process's samples at ``point``, or None when they cannot be told apart."""
+        samples = self.samples[point]
+        if not samples or self.rounds < 2 or len(samples) % self.rounds:
+            return None
+        size = len(samples) // self.rounds
+        return [float(np.median(samples[i : i + size])) for i in range(0, len(samples), size)]
+
 
 @dataclass
 class Change:
     series: str
     machine: str
+    env: str
+    benchmark: str
+    params: list[str]
     point: str
     previous: str
     kind: str  # "regression" (slower) or "improvement" (faster)
-    ratio: float  # median after / median before
+    ratio: float  # after / before (of the process medians' geometric means, or of the sample medians)
     ci_low: float
     ci_high: float
     p_value: float
-    q_value: float
     band: float
     before: float
     after: float
+    evidence: str  # "processes" (process medians compared) or "samples" (one process per point)
+    confirmed: bool  # processes compared, or the next point stays beyond the band
+    unit: str = "seconds"
     recovered_at: str | None = None
     other: dict[str, float] | None = None  # the other framework's median at this point, by backend
 
@@ -113,6 +133,22 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
+def rounds_of(results_dir: Path) -> dict[str, int]:
+    """Benchmark name -> processes per point, from asv's benchmarks.json beside the machine folders."""
+    path = results_dir / "benchmarks.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DetectError(f"{path}: not asv's benchmark list ({type(exc).__name__}: {exc})") from None
+    return {
+        name: int(entry.get("rounds") or 1)
+        for name, entry in data.items()
+        if isinstance(entry, dict) and entry.get("type") == "time"
+    }
+
+
 def _combos(params: list[list[str]]) -> list[tuple[str, ...]]:
     return list(itertools.product(*params)) if params else [()]
 
@@ -125,6 +161,7 @@ def series_from(files: Sequence[Path | None]) -> dict[str, Series]:
         if path is None:
             continue
         data = read_results(path)
+        rounds = rounds_of(path.parent.parent)
         machine = str(data.get("params", {}).get("machine", path.parent.name))
         env = str(data.get("env_name", ""))
         for name, row in data["results"].items():
@@ -136,7 +173,9 @@ def series_from(files: Sequence[Path | None]) -> dict[str, Series]:
             for combo, values in zip(combos, samples, strict=False):
                 clean = tuple(p.strip("'") for p in combo)
                 key = json.dumps([machine, env, name, *clean])
-                entry = series.setdefault(key, Series(machine, env, name, clean, [None] * len(files)))
+                entry = series.setdefault(
+                    key, Series(machine, env, name, clean, [None] * len(files), rounds.get(name, 1))
+                )
                 if values:
                     entry.samples[index] = [float(v) for v in values]
     return series
@@ -163,52 +202,88 @@ def ratio_interval(
     return float(ci.low), float(ci.high)
 
 
-def _pairs(entry: Series) -> list[tuple[int, int]]:
+@dataclass(frozen=True)
+class Comparison:
+    ratio: float
+    low: float
+    high: float
+    p_value: float
+    evidence: str
+
+
+def compare(entry: Series, previous: int, point: int, settings: Settings) -> Comparison:
+    """Point ``point`` against ``previous``: by process medians where both points have 3 or more
+    processes, else by samples (module docstring)."""
+    before, after = entry.process_medians(previous), entry.process_medians(point)
+    if before and after and len(before) >= 3 and len(after) >= 3:
+        log_before, log_after = np.log(before), np.log(after)
+        test = stats.ttest_ind(log_after, log_before, equal_var=False)
+        ci = test.confidence_interval(settings.confidence)
+        difference = float(np.mean(log_after) - np.mean(log_before))
+        return Comparison(
+            float(np.exp(difference)), float(np.exp(ci.low)), float(np.exp(ci.high)), float(test.pvalue),
+            "processes",
+        )  # fmt: skip
+    first, second = entry.samples[previous], entry.samples[point]
+    assert first is not None and second is not None
+    low, high = ratio_interval(first, second, settings)
+    p = float(stats.mannwhitneyu(second, first, alternative="two-sided").pvalue)
+    return Comparison(float(np.median(second) / np.median(first)), low, high, p, "samples")
+
+
+def pairs(entry: Series) -> list[tuple[int, int]]:
     """Consecutive points of a series that both have enough samples to compare."""
     points = [i for i, s in enumerate(entry.samples) if s and len(s) >= 3]
     return list(itertools.pairwise(points))
 
 
+def _beyond(ratio: float, band: float) -> bool:
+    return not 1 / (1 + band) <= ratio <= 1 + band
+
+
 def detect(series: dict[str, Series], labels: Sequence[str], settings: Settings) -> list[Change]:
-    """Every change between consecutive points beyond the series' noise (module docstring).  The test's
-    p-values are corrected over every comparison first; the bootstrap interval, the recovery and the
-    other framework's figure are worked out only for the comparisons that pass it."""
-    tests = [(entry, previous, point) for entry in series.values() for previous, point in _pairs(entry)]
-    if not tests:
-        return []
-    p_values = [
-        float(stats.mannwhitneyu(e.samples[i], e.samples[j], alternative="two-sided").pvalue)
-        for e, i, j in tests
-    ]
-    q_values = stats.false_discovery_control(p_values, method="bh")
+    """Every change between consecutive points whose interval clears the series' band, newest first."""
     counterparts = {(s.machine, s.env, s.benchmark, s.params): s for s in series.values()}
     flagged = []
-    for (entry, previous, point), p, q in zip(tests, p_values, q_values, strict=True):
-        if q >= settings.alpha:
-            continue
-        before, after = entry.samples[previous], entry.samples[point]
-        assert before is not None and after is not None
+    for entry in series.values():
         band = max(settings.min_effect, settings.noise_factor * entry.noise())
-        low, high = ratio_interval(before, after, settings)
-        if not (low > 1 + band or high < 1 / (1 + band)):
-            continue
-        baseline, now = float(np.median(before)), float(np.median(after))
-        flagged.append(
-            Change(
-                series=entry.key, machine=entry.machine, point=labels[point], previous=labels[previous],
-                kind="regression" if now > baseline else "improvement", ratio=now / baseline,
-                ci_low=low, ci_high=high, p_value=p, q_value=float(q), band=band, before=baseline, after=now,
-                recovered_at=_recovered(entry, point, baseline, band, labels),
-                other=_other_framework(entry, point, counterparts),
-            )
-        )  # fmt: skip
+        for previous, point in pairs(entry):
+            found = compare(entry, previous, point, settings)
+            if not (found.low > 1 + band or found.high < 1 / (1 + band)):
+                continue
+            before, after = entry.samples[previous], entry.samples[point]
+            assert before is not None and after is not None
+            baseline = float(np.median(before))
+            flagged.append(
+                Change(
+                    series=entry.key, machine=entry.machine, env=entry.env, benchmark=entry.benchmark,
+                    params=list(entry.params), point=labels[point], previous=labels[previous],
+                    kind="regression" if found.ratio > 1 else "improvement", ratio=found.ratio,
+                    ci_low=found.low, ci_high=found.high, p_value=found.p_value, band=band,
+                    before=baseline, after=float(np.median(after)), evidence=found.evidence,
+                    confirmed=found.evidence == "processes"
+                    or _persists(entry, point, baseline, band, found.ratio),
+                    unit=entry.unit, recovered_at=_recovered(entry, point, baseline, band, labels),
+                    other=_other_framework(entry, point, counterparts),
+                )
+            )  # fmt: skip
     return sorted(flagged, key=lambda c: (labels.index(c.point), c.series), reverse=True)
+
+
+def _persists(entry: Series, point: int, baseline: float, band: float, ratio: float) -> bool:
+    """The next point with samples is beyond the band on the same side as ``point``."""
+    for later in range(point + 1, len(entry.samples)):
+        s = entry.samples[later]
+        if s and len(s) >= 3:
+            now = float(np.median(s)) / baseline
+            return _beyond(now, band) and (now > 1) == (ratio > 1)
+    return False
 
 
 def _recovered(entry: Series, point: int, baseline: float, band: float, labels: Sequence[str]) -> str | None:
     for later in range(point + 1, len(entry.samples)):
         s = entry.samples[later]
-        if s and len(s) >= 3 and 1 / (1 + band) <= np.median(s) / baseline <= 1 + band:
+        if s and len(s) >= 3 and not _beyond(float(np.median(s)) / baseline, band):
             return labels[later]
     return None
 
@@ -230,17 +305,26 @@ def _other_framework(
     return others or None
 
 
+def figure(value: float, unit: str) -> str:
+    """A time in ms (in s from one second on), or a ratio."""
+    if unit != "seconds":
+        return f"{value:.3g}"
+    return f"{value:.3g} s" if value >= 1 else f"{value * 1e3:.3g} ms"
+
+
 def format_changes(changes: Sequence[Change], compared: int) -> str:
     lines = [f"{len(changes)} change(s) among {compared} comparisons of consecutive points"]
     for c in changes:
         back = f"; back inside the band at {c.recovered_at}" if c.recovered_at else ""
-        other = "".join(f"; {k} {v * 1e3:.3g} ms" for k, v in (c.other or {}).items())
+        other = "".join(f"; {k} {figure(v, c.unit)}" for k, v in (c.other or {}).items())
+        pending = "" if c.confirmed else " (one process per point: not confirmed by the next point)"
         lines.append(
-            f"{c.kind:<11} {c.point:<14} x{c.ratio:.2f} [{c.ci_low:.2f}, {c.ci_high:.2f}] q={c.q_value:.1e} "
-            f"{c.series} ({c.before * 1e3:.3g} -> {c.after * 1e3:.3g} ms, since {c.previous}{back}{other})"
+            f"{c.kind:<11} {c.point:<14} x{c.ratio:.2f} [{c.ci_low:.2f}, {c.ci_high:.2f}] p={c.p_value:.1e} "
+            f"{c.series} ({figure(c.before, c.unit)} -> {figure(c.after, c.unit)}, since {c.previous}"
+            f"{back}{other}){pending}"
         )
     return "\n".join(lines)
 
 
 def comparisons(series: dict[str, Series]) -> int:
-    return sum(len(_pairs(entry)) for entry in series.values())
+    return sum(len(pairs(entry)) for entry in series.values())

@@ -5,6 +5,10 @@ python -m tools.mtb timeline ...  build a timeline of MLX releases, torch releas
 python -m tools.mtb probe         which backends run on this machine, and why the others do not
 python -m tools.mtb spread A B    run-to-run spread between two asv result files
 python -m tools.mtb fidelity      each recorded time against a bare loop of the same call
+python -m tools.mtb find BENCH    the release that changed BENCH (asv find between two points)
+python -m tools.mtb publish       asv's pages and ours (the report) under html/, working offline
+python -m tools.mtb report        changes, MLX/torch standing and triage as Markdown, JSON and site pages
+python -m tools.mtb error-rates   the detector's false flags and planted finds, measured on this machine
 python -m tools.mtb asv ARGS...   any asv command, with recorded results guarded and a clean stop
 """
 
@@ -30,9 +34,10 @@ from packaging.version import Version
 
 from benchmarks.harness import settings
 from tools import detect as detect_tool
+from tools import error_rates, site, triage
 from tools import fidelity as fidelity_tool
+from tools import report as report_tool
 from tools import results as results_store
-from tools import site
 from tools import spread as spread_tool
 from tools import timeline as tl
 
@@ -41,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MLX_RANGE = ">=0.32.2"
 # What succeeded is kept (not measured again); every timing keeps its samples, for two-sample tests.
 RUN_FLAGS = ("--skip-existing-successful", "--record-samples")
+# decisions about detected changes, kept in git (tools/triage.py)
+TRIAGE_FILE = "triage.toml"
 # seconds between progress lines while a point runs
 PROGRESS_EVERY = 60.0
 
@@ -281,7 +288,9 @@ def check_run_inputs(args: argparse.Namespace, conf: dict) -> None:
         )
 
 
-def main_job(profile: str, backends: str, bench: str | None, config: str, commits: str) -> int:
+def main_job(
+    profile: str, backends: str, bench: str | None, config: str, commits: str, publish: bool = True
+) -> int:
     """Run every point, publish, print the summary; 0 only if every point ran and no benchmark failed."""
     backend_names = ",".join(resolve_backends(backends))
     env = tl.installer_env(dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backend_names))
@@ -302,17 +311,40 @@ def main_job(profile: str, backends: str, bench: str | None, config: str, commit
     summary = results_store.summary(results_dir, points, set(selected))
     reasons = results_store.skip_reasons(ROOT / "facts", [p["commit"] for p in points])
     print(results_store.format_summary(summary, failed, reasons))
+    status = 1 if failed or any(row.failed for row in summary) else 0
+    if not publish:
+        return status
+    if not publish_site(ROOT / config, env):
+        status = 1
     html = ROOT / conf.get("html_dir", "html")
-    site.publish(lambda args: _asv([*args, "--config", config], env), html, _log)
+    _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
+    _log(f"view it with: python -m asv preview --config {config}")
+    if status:
+        _log("exit status 1: a point could not run or a benchmark failed (above)")
+    return status
+
+
+def publish_site(config: Path, env: dict[str, str]) -> bool:
+    """asv's pages (swapped in only when publishing succeeded, made to work offline), then ours (the
+    report, ratios, triage and run facts under html/mtb/, linked from asv's navigation).  False when
+    the results could not be reported on (said in one line); asv's pages are published all the same."""
+    conf = asv_util.load_json(str(config), js_comments=True)
+    html = config.resolve().parent / conf.get("html_dir", "html")
+    site.publish(lambda args: _asv([*args, "--config", str(config)], env), html, _log)
     still_external = site.vendor_site(html, Path.home() / ".cache" / "mlx-torch-bench" / "npm")
     for url in still_external:
         _log(f"the site still loads {url}: viewing it needs internet")
-    _log(f"done in {time.monotonic() - started:.0f} s; the site is {html / 'index.html'}")
-    _log(f"view it with: python -m asv preview --config {config}")
-    if failed or any(row.failed for row in summary):
-        _log("exit status 1: a point could not run or a benchmark failed (above)")
-        return 1
-    return 0
+    try:
+        report = report_tool.build(config, ROOT / TRIAGE_FILE, detect_tool.Settings())
+    except (detect_tool.DetectError, triage.TriageError) as exc:
+        _log(f"no report pages: {exc}")
+        return False
+    for problem in report.problems:
+        _log(f"problem: {problem}")
+    pages = report_tool.write_site(report, html, ROOT / "facts")
+    site.link_our_pages(html)
+    _log(f"report: {len(report.headline())} change(s) in the headline; {pages / 'index.html'}")
+    return True
 
 
 def _timeline_arguments(parser: argparse.ArgumentParser, default_mlx_range: str | None) -> None:
@@ -349,6 +381,36 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return int(text)
+
+
+def _detector_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = detect_tool.Settings()
+    parser.add_argument(
+        "--min-effect", type=float, default=defaults.min_effect, help="smallest relative change reported"
+    )
+    parser.add_argument(
+        "--noise-factor",
+        type=float,
+        default=defaults.noise_factor,
+        help="band: this times the series' spread",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=defaults.confidence,
+        help="of the interval that must clear the band",
+    )
+    parser.add_argument("--json", type=Path, help="also write the findings here")
+
+
+def detector_settings(args: argparse.Namespace) -> detect_tool.Settings:
+    if not 0 < args.confidence < 1 or args.min_effect < 0 or args.noise_factor < 0:
+        raise SystemExit(
+            "mtb: --confidence must lie between 0 and 1, --min-effect and --noise-factor 0 or more"
+        )
+    return detect_tool.Settings(
+        min_effect=args.min_effect, noise_factor=args.noise_factor, confidence=args.confidence
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -388,10 +450,52 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="*", type=Path, help="asv results files in point order (default: the timeline)"
     )
     det.add_argument("--config", default="asv.conf.json", help="the asv configuration (results, timeline)")
-    det.add_argument("--alpha", type=float, default=0.01, help="false discovery rate over all comparisons")
-    det.add_argument("--min-effect", type=float, default=0.10, help="smallest relative change reported")
-    det.add_argument("--noise-factor", type=float, default=2.0, help="band: this times the series' spread")
-    det.add_argument("--json", type=Path, help="also write the changes here")
+    _detector_arguments(det)
+
+    rep = sub.add_parser(
+        "report",
+        help="changes, MLX/torch standing and triage: Markdown, JSON, site pages (tools/report.py)",
+        formatter_class=HelpFormatter,
+    )
+    rep.add_argument("--config", default="asv.conf.json", help="the asv configuration (results, timeline)")
+    rep.add_argument("--triage", type=Path, default=Path(TRIAGE_FILE), help="the triage file")
+    rep.add_argument("--markdown", type=Path, help="write the Markdown here (default: print it)")
+    rep.add_argument("--site", action="store_true", help="write the pages under the site's html/mtb/")
+    rep.add_argument(
+        "--fail-on-untriaged", action="store_true", help="exit 1 when a regression is in no triage entry"
+    )
+    _detector_arguments(rep)
+
+    find = sub.add_parser(
+        "find",
+        help="asv find between two points of the timeline (forkserver; any timeline length)",
+        formatter_class=HelpFormatter,
+    )
+    find.add_argument("benchmark", help="regular expression matching exactly one benchmark")
+    find.add_argument("--from", dest="start", help="the point before the change (default: the first)")
+    find.add_argument("--to", dest="end", help="the point after the change (default: the last)")
+    find.add_argument("--improvement", action="store_true", help="look for a speed-up instead (asv --invert)")
+    find.add_argument("--config", default="asv.conf.json", help="the asv configuration")
+
+    pub = sub.add_parser(
+        "publish",
+        help="asv publish, offline assets, and the report pages (html/mtb/)",
+        formatter_class=HelpFormatter,
+    )
+    pub.add_argument("--config", default="asv.conf.json", help="the asv configuration")
+
+    rates = sub.add_parser(
+        "error-rates",
+        help="the detector on an A/A pair and a planted slowdown, run here (tools/error_rates.py)",
+        formatter_class=HelpFormatter,
+    )
+    rates.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    rates.add_argument("--backends", default="auto", help="auto (those present), all, or a comma list")
+    rates.add_argument("--bench", default=r"^ops\.", help="asv --bench regular expression")
+    rates.add_argument("--mlx", default=tl.Companions().mlx, help="the MLX release of every point")
+    rates.add_argument("--out", type=Path, default=Path(".asv/error-rates"), help="timeline, env, results")
+    rates.add_argument("--no-run", action="store_true", help="evaluate the results already in --out")
+    _detector_arguments(rates)
 
     guarded = sub.add_parser(
         "asv",
@@ -510,9 +614,7 @@ def guarded_asv(asv_args: Sequence[str]) -> int:
 
 def detect_job(args: argparse.Namespace) -> int:
     """Changes along the timeline's points on every machine in the results (or along FILES)."""
-    settings_ = detect_tool.Settings(
-        alpha=args.alpha, min_effect=args.min_effect, noise_factor=args.noise_factor
-    )
+    settings_ = detector_settings(args)
     groups: list[tuple[list[Path | None], list[str]]] = []
     if args.files:
         missing = [str(f) for f in args.files if not f.is_file()]
@@ -544,6 +646,123 @@ def detect_job(args: argparse.Namespace) -> int:
         found.extend(changes)
     if args.json:
         args.json.write_text(json.dumps([c.as_json() for c in found], indent=1))
+        _log(f"wrote {args.json}")
+    return 0
+
+
+def find_job(args: argparse.Namespace) -> int:
+    """``asv find FROM..TO BENCHMARK`` with the points named by their tags, checked before asv starts."""
+    config = ROOT / args.config
+    if not config.is_file():
+        raise SystemExit(f"mtb find: no asv configuration {args.config}; pass --config PATH")
+    conf = asv_util.load_json(str(config), js_comments=True)
+    repo = config.resolve().parent / conf["repo"]
+    if not (repo / tl.POINT_FILE).exists():
+        raise SystemExit(f"mtb find: no timeline at {conf['repo']}; `python3 -m tools.mtb main` builds it")
+    tags = [p["tag"] for p in tl.read_points(repo)]
+    start, end = args.start or tags[0], args.end or tags[-1]
+    for name, tag in (("--from", start), ("--to", end)):
+        if tag not in tags:
+            raise SystemExit(f"mtb find: {name} {tag!r} is not a point of the timeline ({', '.join(tags)})")
+    if tags.index(start) >= tags.index(end):
+        raise SystemExit(f"mtb find: --from {start} must come before --to {end} ({', '.join(tags)})")
+    try:
+        re.compile(args.benchmark)
+    except re.error as exc:
+        raise SystemExit(f"mtb find: {args.benchmark!r} is not a regular expression: {exc}") from None
+    matches = selected_benchmarks(args.benchmark, dict(os.environ))
+    if len(matches) != 1:
+        shown = ", ".join(matches[:4]) + (" ..." if len(matches) > 4 else "")
+        raise SystemExit(
+            f"mtb find: {args.benchmark!r} matches {len(matches)} benchmarks ({shown or 'none'}); "
+            "asv find needs exactly one, e.g. '^ops.reductions.SumAll.time_forward$'"
+        )
+    command = [
+        "find",
+        "--config",
+        str(config),
+        "--launch-method",
+        "forkserver",
+        f"{start}..{end}",
+        matches[0],
+    ]
+    if args.improvement:
+        command.insert(1, "--invert")
+    results_dir = config.resolve().parent / conf.get("results_dir", "results")
+    with results_store.guarded(results_dir, guard_folder(config), _log):
+        return _asv(command, tl.installer_env(dict(os.environ)))
+
+
+def report_job(args: argparse.Namespace) -> int:
+    config = ROOT / args.config
+    if not config.is_file():
+        raise SystemExit(f"mtb report: no asv configuration {args.config}; pass --config PATH")
+    try:
+        report = report_tool.build(config, ROOT / args.triage, detector_settings(args))
+    except (detect_tool.DetectError, triage.TriageError) as exc:
+        raise SystemExit(f"mtb report: {exc}") from None
+    for problem in report.problems:
+        _log(f"problem: {problem}")
+    if args.site:
+        conf = asv_util.load_json(str(config), js_comments=True)
+        html = config.resolve().parent / conf.get("html_dir", "html")
+        pages = report_tool.write_site(report, html, ROOT / "facts")
+        site.link_our_pages(html)
+        _log(f"wrote {pages}")
+    markdown = report_tool.to_markdown(report)
+    if args.markdown:
+        args.markdown.write_text(markdown)
+        _log(f"wrote {args.markdown}")
+    else:
+        print(markdown)
+    if args.json:
+        args.json.write_text(json.dumps(report.as_json(), indent=1))
+        _log(f"wrote {args.json}")
+    untriaged = report.untriaged_regressions()
+    if args.fail_on_untriaged and untriaged:
+        _log(f"exit status 1: {len(untriaged)} regression(s) in no entry of {args.triage}")
+        return 1
+    return 0
+
+
+def error_rates_job(args: argparse.Namespace) -> int:
+    """Build and run the error-rate timeline (A, A, planted) under --out, then sort the detector's flags."""
+    settings_ = detector_settings(args)
+    out = (ROOT / args.out).resolve()
+    config = out / "asv.conf.json"
+    if not args.no_run:
+        check_profile(args.profile)
+        idle = error_rates.plant_wheel(error_rates.IDLE_VERSION, {}, out / "wheels")
+        plan = {name: factor for name, (factor, _) in error_rates.DEFAULT_PLAN.items()}
+        planted = error_rates.plant_wheel(error_rates.PLANTED_VERSION, plan, out / "wheels")
+        pins = error_rates.default_pins(tl.Companions(mlx=args.mlx))
+        points = error_rates.points(pins, idle, planted)
+        try:
+            tl.build_repo(points, out / "timeline", progress=lambda m: _log(m))
+        except tl.TimelineError as exc:
+            raise SystemExit(f"mtb error-rates: {exc}") from None
+        default = asv_util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)
+        error_rates.write_config(default, out, ROOT)
+        main_job(args.profile, args.backends, args.bench, str(config), "main", publish=False)
+    if not config.is_file():
+        raise SystemExit(f"mtb error-rates: nothing measured in {out} yet; run without --no-run")
+    conf = asv_util.load_json(str(config), js_comments=True)
+    results_dir, points = Path(conf["results_dir"]), tl.read_points(Path(conf["repo"]))
+    machines = sorted(p.name for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []
+    report = {}
+    for machine in machines:
+        files = [results_store.point_file(results_dir, p["commit"], machine) for p in points]
+        try:
+            series = detect_tool.series_from(files)
+        except detect_tool.DetectError as exc:
+            raise SystemExit(f"mtb error-rates: {exc}") from None
+        changes = detect_tool.detect(series, [p["tag"] for p in points], settings_)
+        rates = error_rates.evaluate(series, changes)
+        print(f"machine {machine}:\n{error_rates.format_rates(rates)}")
+        report[machine] = rates.as_json()
+    if args.json:
+        found = {"settings": dataclasses.asdict(settings_), "machines": report}
+        args.json.write_text(json.dumps(found, indent=1))
         _log(f"wrote {args.json}")
     return 0
 
@@ -588,6 +807,17 @@ def run_command(args: argparse.Namespace) -> int:
         return guarded_asv(args.asv_args)
     elif args.command == "detect":
         return detect_job(args)
+    elif args.command == "report":
+        return report_job(args)
+    elif args.command == "find":
+        return find_job(args)
+    elif args.command == "publish":
+        config = ROOT / args.config
+        if not config.is_file():
+            raise SystemExit(f"mtb publish: no asv configuration {args.config}; pass --config PATH")
+        return 0 if publish_site(config, dict(os.environ)) else 1
+    elif args.command == "error-rates":
+        return error_rates_job(args)
     elif args.command == "timeline":
         build_timeline(args)
     elif args.command == "probe":

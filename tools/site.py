@@ -142,3 +142,24 @@ def publish(run_asv: Callable[[list[str]], int], html: Path, log: Callable[[str]
         html.rename(previous)
     fresh.rename(html)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+OUR_ANCHOR = '<a href="mtb/index.html">Changes &amp; MLX/torch</a>'
+OUR_LINK = f'<li id="nav-li-mtb">{OUR_ANCHOR}</li>'
+ASV_NAV_ITEM = re.compile(r'<li id="nav-li-regressions">.*?</li>')
+
+
+def link_our_pages(html: Path) -> bool:
+    """Add a link to our pages (tools/report.py, under html/mtb/) to asv's navigation bar; False when
+    asv's index page has no such bar (the link then opens the page instead)."""
+    index = html / "index.html"
+    if not index.is_file():
+        return False
+    page = index.read_text()
+    if OUR_LINK in page:
+        return True
+    linked, count = ASV_NAV_ITEM.subn(lambda m: m.group(0) + "\n\t" + OUR_LINK, page, count=1)
+    if count == 0:
+        linked = page.replace("<body>", f"<body><p>{OUR_ANCHOR}</p>", 1)
+    index.write_text(linked)
+    return count == 1

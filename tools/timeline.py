@@ -36,7 +36,7 @@ AUTHOR = "mlx-torch-bench timeline <timeline@mlx-torch-bench.invalid>"
 OLDEST_LINUX_MLX = Version("0.26.5")
 # Oldest mlx-lm whose declared MLX minimum matters here (older ones predate mlx-cpu).
 OLDEST_MLX_LM = Version("0.26.0")
-EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
 
@@ -54,7 +54,11 @@ class Point:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def requirements(self) -> str:
-        return "".join(f"{name}=={version}\n" for name, version in self.pins.items())
+        """One line per pin: ``name==version``, or ``name @ file:///...`` for a local wheel."""
+        return "".join(
+            f"{name} @ {version}\n" if version.startswith("file:") else f"{name}=={version}\n"
+            for name, version in self.pins.items()
+        )
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -31,13 +31,15 @@ class Profile:
     # the ops below.  None means every op, case and dtype.
     compiled_subset: tuple[str, ...] | None
     # asv timing attributes for time_ methods: rounds (each a fresh process, interleaved by asv) and
-    # repeat (min samples, max samples, seconds) per round.  On a shared VM a whole benchmark process
-    # runs faster or slower than the next (same op: 10.3 ms in every sample of one process, 20.9 ms in
-    # every sample of another), so the median's repeatability comes from rounds, not from samples: the
-    # quick op matrix run twice differed by a median 10.4% with 2 rounds of 10-20 samples and 6.9% with
-    # 4 rounds of 5-10 (timings of 1 ms or more).
+    # repeat, the samples each round takes.  On a shared VM a whole benchmark process runs faster or
+    # slower than the next (same op: 10.3 ms in every sample of one process, 20.9 ms in every sample of
+    # another), so the median's repeatability comes from rounds, not from samples: the quick op matrix
+    # run twice differed by a median 10.4% with 2 rounds of 10-20 samples and 6.9% with 4 rounds of 5-10
+    # (timings of 1 ms or more).  A fixed number of samples per round lets the detector split a point's
+    # samples back into its processes (asv appends each round's samples in order) and test the
+    # process-to-process spread, the noise that matters (tools/detect.py).
     rounds: int
-    repeat: tuple[int, int, float]
+    repeat: int
     # one sample: a warm-up burst, then a timed batch of back-to-back calls (harness/timing.py)
     sample: SamplePlan
     # budget for the fastest-call throughput measurement of track_throughput
@@ -51,7 +53,7 @@ PROFILES = {
         low_precision_dtypes=("bfloat16",),
         compiled_subset=("GELU", "Softmax", "LayerNorm", "BCEWithLogits", "SquareMatMul", "SDPA"),
         rounds=4,
-        repeat=(3, 6, 0.05),
+        repeat=5,
         sample=SamplePlan(warmup_seconds=0.002, batch_seconds=0.01),
         throughput_seconds=0.1,
         throughput_min_calls=3,
@@ -61,7 +63,7 @@ PROFILES = {
         low_precision_dtypes=("float16", "bfloat16"),
         compiled_subset=None,
         rounds=4,
-        repeat=(10, 50, 5.0),
+        repeat=10,
         sample=SamplePlan(warmup_seconds=0.01, batch_seconds=0.05),
         throughput_seconds=1.0,
         throughput_min_calls=10,

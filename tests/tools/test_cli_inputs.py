@@ -162,3 +162,68 @@ def test_progress_counts_the_benchmarks_a_point_has_saved(tmp_path, capsys):
     assert store.finished_since(tmp_path, "0000000000", 0) == 0
     mtb.point_progress(tmp_path, "abcdef0123", total=4)()
     assert "/4 benchmarks done at this point" in capsys.readouterr().out
+
+
+def _timeline_config(tmp_path: Path) -> Path:
+    """A three-point timeline (nothing installed or run) and a configuration naming it."""
+    start = tl.EPOCH
+    points = [
+        tl.Point(tag, {"mlx": "0.32.4"}, start + i * tl.DAY) for i, tag in enumerate(("a-1", "a-2", "a-3"))
+    ]
+    tl.build_repo(points, tmp_path / "timeline", progress=lambda m: None)
+    config = tmp_path / "asv.conf.json"
+    config.write_text(
+        json.dumps({"version": 1, "repo": str(tmp_path / "timeline"), "results_dir": "results"})
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--from", "a-9"], "mtb find: --from 'a-9' is not a point of the timeline (a-1, a-2, a-3)"),
+        (["--from", "a-3", "--to", "a-1"], "mtb find: --from a-3 must come before --to a-1"),
+        (["--bench-typo"], None),
+    ],
+)
+def test_find_names_a_wrong_point_before_asv_starts(tmp_path, args, line):
+    config = _timeline_config(tmp_path)
+    out = _mtb("find", "SumAll.time_forward$", "--config", str(config), *args)
+    assert out.returncode == (2 if line is None else 1)
+    if line is not None:
+        (only,) = out.stderr.strip().splitlines()
+        assert only.startswith(line)
+        assert "$ asv" not in out.stdout
+
+
+def test_find_wants_exactly_one_benchmark(tmp_path):
+    config = _timeline_config(tmp_path)
+    out = _mtb("find", r"ops\.reductions", "--config", str(config))
+    assert out.returncode == 1
+    (only,) = out.stderr.strip().splitlines()
+    assert "matches 9 benchmarks" in only or "benchmarks (ops.reductions" in only
+    assert "asv find needs exactly one" in only
+    out = _mtb("find", "(", "--config", str(config))
+    assert "is not a regular expression" in out.stderr
+
+
+def test_report_and_publish_name_a_missing_configuration(tmp_path):
+    for command in ("report", "publish", "find"):
+        extra = ["X"] if command == "find" else []
+        out = _mtb(command, *extra, "--config", str(tmp_path / "none.json"))
+        assert out.returncode == 1
+        assert f"mtb {command}: no asv configuration" in out.stderr
+
+
+def test_detector_options_out_of_range_are_one_line(tmp_path):
+    out = _mtb("report", "--confidence", "1.5")
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "mtb: --confidence must lie between 0 and 1, --min-effect and --noise-factor 0 or more"
+    )
+
+
+def test_error_rates_without_a_run_says_to_run_it(tmp_path):
+    out = _mtb("error-rates", "--no-run", "--out", str(tmp_path / "rates"))
+    assert out.returncode == 1
+    assert "nothing measured in" in out.stderr and "run without --no-run" in out.stderr

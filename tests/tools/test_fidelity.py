@@ -82,7 +82,7 @@ def _results_file(tmp_path):
     outcome = BenchmarkResult(
         result=[True, None], samples=[samples, None], number=[1, None], errcode=0, stderr="", profile=None
     )
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     results.add_result(benchmark, outcome, record_samples=True, started_at=now)
     results.save(str(tmp_path))
     return next(p for p in tmp_path.rglob("*.json") if p.name != "machine.json")

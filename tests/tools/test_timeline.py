@@ -10,7 +10,7 @@ import pytest
 
 from tools import timeline as tl
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 LM_MINIMUMS = {"0.26.4": "0.26.0", "0.28.0": "0.29.1", "0.31.3": "0.31.2", "0.32.2": "0.32.2"}
 
 

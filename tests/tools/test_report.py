@@ -1,0 +1,157 @@
+"""The report on a small real results directory: the planted changes are in it, triage moves them in and
+out of the headline, machines stay apart, and bad files or triage entries are named while the rest is
+reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.tools import site_data
+from tools import detect, mtb, report, site
+
+SETTINGS = detect.Settings()
+SOFTMAX = "ops.normalization.Softmax.time_forward"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return site_data.make(tmp_path / "site")
+
+
+def _planted(built: report.Report) -> list[dict]:
+    return [
+        c for m in built.machines for c in m.changes if c["point"] == "planted" and c["kind"] == "regression"
+    ]
+
+
+def test_the_planted_slowdown_heads_the_report_with_its_ratio_change(config, tmp_path):
+    built = report.build(config, tmp_path / "triage.toml", SETTINGS)
+    (machine,) = built.machines
+    assert machine.points == ["aa-1", "aa-2", "planted"]
+    softmax = [c for c in _planted(built) if c["benchmark"] == SOFTMAX]
+    timings = [c for c in softmax if c["unit"] == "seconds"]
+    ratios = [c for c in softmax if c["unit"] == "ratio"]
+    assert timings and all("mlx-cpu" in c["params"] and c["evidence"] == "processes" for c in timings)
+    assert ratios and all("mlx-cpu/torch-cpu" in c["params"] for c in ratios)
+    assert all(1.1 < c["ratio"] < 1.4 and c["headline"] for c in softmax)
+    assert all(c["other"] and "torch-cpu" in c["other"] for c in timings), "torch's figure beside MLX's"
+    families = {(s.family, s.dtype) for s in machine.standing}
+    assert ("ops: normalization", "float32") in families
+    assert all(s.point == "planted" and s.geometric_mean > 0 for s in machine.standing)
+    markdown = report.to_markdown(built)
+    assert "## Machine vm" in markdown and SOFTMAX in markdown and "| mlx-cpu/torch-cpu |" in markdown
+    as_json = json.loads(json.dumps(built.as_json()))
+    assert as_json["machines"][0]["changes"][0]["point"] == "planted", "newest first"
+
+
+def test_triage_moves_a_change_out_of_the_headline_but_keeps_it_listed(config, tmp_path):
+    triage_file = tmp_path / "triage.toml"
+    before = report.build(config, triage_file, SETTINGS)
+    regressions = before.untriaged_regressions()
+    assert regressions
+    first, rest = regressions[0], regressions[1:]
+    entries = [
+        f'[[change]]\nseries = "{first["series"]}"\npoint = "planted"\nstatus = "ignored"\n'
+        'reason = "planted"\n'
+    ]
+    entries += [
+        f'[[change]]\nseries = "{c["series"]}"\npoint = "planted"\nstatus = "expected"\n' for c in rest
+    ]
+    triage_file.write_text("\n".join(entries))
+    after = report.build(config, triage_file, SETTINGS)
+    assert after.problems == [] and after.untriaged_regressions() == []
+    assert first["series"] not in {c["series"] for c in after.headline() if c["unit"] == first["unit"]}
+    listed = {c["series"]: c for m in after.machines for c in m.changes}
+    assert listed[first["series"]]["triage"]["status"] == "ignored"
+    markdown = report.to_markdown(after)
+    assert "### Ignored or not confirmed" in markdown and "triage: ignored, planted" in markdown
+
+
+def test_fail_on_untriaged_exits_1_until_every_regression_is_triaged(config, tmp_path):
+    triage_file = tmp_path / "triage.toml"
+    args = ["report", "--config", str(config), "--triage", str(triage_file), "--fail-on-untriaged"]
+    assert mtb.main([*args, "--markdown", str(tmp_path / "r.md")]) == 1
+    regressions = report.build(config, triage_file, SETTINGS).untriaged_regressions()
+    triage_file.write_text(
+        "\n".join(
+            f'[[change]]\nseries = "{c["series"]}"\npoint = "{c["point"]}"\nstatus = "acknowledged"\n'
+            for c in regressions
+        )
+    )
+    assert mtb.main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["machines"][0]["machine"] == "vm"
+
+
+def test_machines_are_reported_apart_and_never_share_a_series(config, tmp_path):
+    results = Path(json.loads(config.read_text())["results_dir"])
+    other = results / "gpu-box"
+    shutil.copytree(results / "vm", other)
+    for path in other.glob("*-*.json"):
+        data = json.loads(path.read_text())
+        data["params"]["machine"] = "gpu-box"
+        data["results"] = {
+            name: [*row[:11], [[v * 0.25 for v in s] if s else s for s in row[11]]]
+            for name, row in data["results"].items()
+            if len(row) > 11
+        }
+        path.write_text(json.dumps(data))
+    built = report.build(config, tmp_path / "triage.toml", SETTINGS)
+    assert [m.machine for m in built.machines] == ["gpu-box", "vm"]
+    for m in built.machines:
+        assert {s.machine for s in m.series.values()} == {m.machine}
+        assert all(c["machine"] == m.machine for c in m.changes)
+        assert {s.machine for s in m.standing} == {m.machine}
+    gpu, vm = built.machines
+    assert [c["series"] for c in gpu.changes] == [c["series"] for c in vm.changes], (
+        "a scaled copy: same changes"
+    )
+    assert gpu.changes[0]["before"] == pytest.approx(vm.changes[0]["before"] * 0.25, rel=1e-6)
+    html = tmp_path / "html"
+    report.write_site(built, html, tmp_path / "facts")
+    plots = {c["plot"] for m in built.machines for c in m.changes}
+    assert len(plots) == sum(len(m.changes) for m in built.machines), "one plot per change and machine"
+    assert all((html / "mtb" / "plots" / p).is_file() for p in plots)
+
+
+def test_bad_results_and_triage_entries_are_named_and_the_rest_is_reported(config, tmp_path):
+    results = Path(json.loads(config.read_text())["results_dir"]) / "vm"
+    files = sorted(p for p in results.glob("*-*.json"))
+    files[0].write_text(files[0].read_text()[:500])  # a partial file
+    data = json.loads(files[1].read_text())
+    data["version"] = 3
+    files[1].write_text(json.dumps(data))
+    triage_file = tmp_path / "triage.toml"
+    triage_file.write_text(
+        f'[[change]]\nseries = "{SOFTMAX}(nope)"\npoint = "planted"\nstatus = "ignored"\n'
+        f'\n[[change]]\nseries = "x"\npoint = "mlx-9.9"\nstatus = "acknowledged"\n'
+    )
+    built = report.build(config, triage_file, SETTINGS)
+    text = "\n".join(built.problems)
+    assert f"{files[0]}: not an asv results file (JSONDecodeError: " in text and "line 1 column" in text
+    assert f"{files[1]}: asv results format 3; this reads version 2" in text
+    assert f"{triage_file}: [[change]] #1 ({SOFTMAX}(nope) at planted): no such series" in text
+    assert (
+        f"{triage_file}: [[change]] #2 (x at mlx-9.9): point 'mlx-9.9' is not a point of the timeline" in text
+    )
+    (machine,) = built.machines
+    assert [i for i, s in enumerate(next(iter(machine.series.values())).samples) if s] == [2]
+    assert report.to_markdown(built).count("> problem: ") == 4
+
+
+def test_our_pages_are_linked_from_asvs_navigation_once(tmp_path):
+    html = tmp_path / "html"
+    html.mkdir()
+    (html / "index.html").write_text(
+        '<body><nav><ul>\n\t<li id="nav-li-regressions"><a href="#/regressions">Regressions</a></li>\n'
+        "</ul></nav>"
+    )
+    assert site.link_our_pages(html) and site.link_our_pages(html)
+    page = (html / "index.html").read_text()
+    assert page.count(site.OUR_LINK) == 1 and page.index("nav-li-regressions") < page.index("nav-li-mtb")
+    (html / "index.html").write_text("<body>no asv navigation</body>")
+    assert not site.link_our_pages(html)
+    assert site.OUR_ANCHOR in (html / "index.html").read_text()
