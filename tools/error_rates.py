@@ -27,11 +27,12 @@ from tools import timeline as tl
 PACKAGE = "mtb-planted-slowdown"
 MODULE = "mtb_planted_slowdown"
 SOURCE = Path(__file__).resolve().parent / "planted" / f"{MODULE}.py"
-# MLX function -> (factor, the op benchmark that calls it); the smallest factors say where detection stops
+# MLX function -> (factor, the op benchmark that calls it): the goal's 1.25x, and larger steps that show
+# where detection starts at this machine's noise
 DEFAULT_PLAN = {
     "softmax": (1.25, "ops.normalization.Softmax.time_forward"),
-    "sort": (1.15, "ops.shaping.Sort.time_forward"),
-    "argmax": (1.10, "ops.reductions.Argmax.time_forward"),
+    "sort": (1.5, "ops.shaping.Sort.time_forward"),
+    "argmax": (2.0, "ops.reductions.Argmax.time_forward"),
 }
 # the backend whose calls go through the slowed functions (the compiled and torch ones do not)
 PLANTED_BACKEND = "mlx-cpu"

@@ -309,7 +309,7 @@ def main_job(
         failed = run_points(config, conf, env, bench, commits, started, total=len(selected))
     points = tl.read_points(ROOT / conf["repo"]) if (ROOT / conf["repo"] / tl.POINT_FILE).exists() else []
     summary = results_store.summary(results_dir, points, set(selected))
-    reasons = results_store.skip_reasons(ROOT / "facts", [p["commit"] for p in points])
+    reasons = results_store.skip_reasons((ROOT / config).parent / "facts", [p["commit"] for p in points])
     print(results_store.format_summary(summary, failed, reasons))
     status = 1 if failed or any(row.failed for row in summary) else 0
     if not publish:
@@ -341,7 +341,7 @@ def publish_site(config: Path, env: dict[str, str]) -> bool:
         return False
     for problem in report.problems:
         _log(f"problem: {problem}")
-    pages = report_tool.write_site(report, html, ROOT / "facts")
+    pages = report_tool.write_site(report, html, config.resolve().parent / "facts")
     site.link_our_pages(html)
     _log(f"report: {len(report.headline())} change(s) in the headline; {pages / 'index.html'}")
     return True
@@ -706,7 +706,7 @@ def report_job(args: argparse.Namespace) -> int:
     if args.site:
         conf = asv_util.load_json(str(config), js_comments=True)
         html = config.resolve().parent / conf.get("html_dir", "html")
-        pages = report_tool.write_site(report, html, ROOT / "facts")
+        pages = report_tool.write_site(report, html, config.resolve().parent / "facts")
         site.link_our_pages(html)
         _log(f"wrote {pages}")
     markdown = report_tool.to_markdown(report)
