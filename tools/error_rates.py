@@ -124,8 +124,10 @@ class ErrorRates:
 
 
 def _planted_benchmark(series: detect.Series, plan: dict[str, tuple[float, str]]) -> str | None:
+    """The planted function a series goes through: its own timings, or its MLX/torch ratio."""
+    slowed = any(p == PLANTED_BACKEND or p.startswith(f"{PLANTED_BACKEND}/") for p in series.params)
     for function, (_, benchmark) in plan.items():
-        if series.benchmark == benchmark and PLANTED_BACKEND in series.params:
+        if series.benchmark == benchmark and slowed:
             return function
     return None
 
@@ -158,9 +160,9 @@ def evaluate(
     return ErrorRates(detect.comparisons(series), aa, false_flags, list(findings.values()))
 
 
-def format_rates(rates: ErrorRates) -> str:
+def format_rates(rates: ErrorRates, what: str = "timings") -> str:
     lines = [
-        f"false flags: {len(rates.false_flags)} among {rates.comparisons} comparisons "
+        f"{what}: false flags: {len(rates.false_flags)} among {rates.comparisons} comparisons "
         f"({rates.aa_comparisons} of them A/A, aa-1 -> aa-2; the rest aa-2 -> planted, unplanted series)"
     ]
     for flag in rates.false_flags:

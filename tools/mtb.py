@@ -34,7 +34,7 @@ from packaging.version import Version
 
 from benchmarks.harness import settings
 from tools import detect as detect_tool
-from tools import error_rates, site, triage
+from tools import error_rates, ratios, site, triage
 from tools import fidelity as fidelity_tool
 from tools import report as report_tool
 from tools import results as results_store
@@ -756,10 +756,13 @@ def error_rates_job(args: argparse.Namespace) -> int:
             series = detect_tool.series_from(files)
         except detect_tool.DetectError as exc:
             raise SystemExit(f"mtb error-rates: {exc}") from None
-        changes = detect_tool.detect(series, [p["tag"] for p in points], settings_)
-        rates = error_rates.evaluate(series, changes)
-        print(f"machine {machine}:\n{error_rates.format_rates(rates)}")
-        report[machine] = rates.as_json()
+        labels = [p["tag"] for p in points]
+        report[machine] = {}
+        print(f"machine {machine}:")
+        for what, members in (("timings", series), ("MLX/torch ratios", ratios.ratio_series(series))):
+            rates = error_rates.evaluate(members, detect_tool.detect(members, labels, settings_))
+            print(error_rates.format_rates(rates, what))
+            report[machine][what] = rates.as_json()
     if args.json:
         found = {"settings": dataclasses.asdict(settings_), "machines": report}
         args.json.write_text(json.dumps(found, indent=1))

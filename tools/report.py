@@ -79,11 +79,17 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
     labels = [p["tag"] for p in points]
     entries, problems = triage.read(triage_file)
     machines = sorted(p.name for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []
+    unreadable = set()
+    for path in results_store.results_files(results_dir) if results_dir.is_dir() else []:
+        try:
+            detect.read_results(path)
+        except detect.DetectError as exc:
+            unreadable.add(path)
+            problems.append(f"{exc}; left out of the report")
     reports = []
     for machine in machines:
-        files = [
-            _readable(results_store.point_file(results_dir, p["commit"], machine), problems) for p in points
-        ]
+        files = [results_store.point_file(results_dir, p["commit"], machine) for p in points]
+        files = [None if f in unreadable else f for f in files]
         timings = detect.series_from(files)
         pairs = ratios.ratio_series(timings)
         every = {**timings, **{f"ratio|{k}": v for k, v in pairs.items()}}
@@ -107,30 +113,24 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
     return Report(stamp, reports, problems)
 
 
-def _readable(path: Path | None, problems: list[str]) -> Path | None:
-    """``path`` if it reads as asv results; else None (its point is left out) and a line in ``problems``."""
-    if path is None:
-        return None
-    try:
-        detect.read_results(path)
-    except detect.DetectError as exc:
-        problems.append(f"{exc}; this point is left out of the report on this machine")
-        return None
-    return path
-
-
 # ---------------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------------
+EVIDENCE = {
+    "processes": "compared by process medians",
+    "samples": "one process per point: compared by samples",
+}
+
+
 def _notes(c: dict[str, Any]) -> list[str]:
-    """What a reader needs beside the figures: recovery, the other framework, evidence, triage."""
-    notes = []
+    """What a reader needs beside the figures: evidence, recovery, the other framework, triage."""
+    notes = [EVIDENCE[c["evidence"]]]
     if c["recovered_at"]:
         notes.append(f"back inside the band at {c['recovered_at']}")
     for backend, value in (c.get("other") or {}).items():
         notes.append(f"{backend} {detect.figure(value, c['unit'])} at this point")
     if not c["confirmed"]:
-        notes.append("one process per point, not confirmed by the next point")
+        notes.append("not confirmed by the next point")
     status = c.get("triage") or {}
     if status:
         reason = f", {status['reason']}" if status.get("reason") else ""
@@ -315,7 +315,7 @@ def _change_html(c: dict[str, Any]) -> str:
         f"x{c['ratio']:.2f} (99% interval {c['ci_low']:.2f}-{c['ci_high']:.2f}, p={c['p_value']:.1g}), "
         f"{e(detect.figure(c['before'], c['unit']))} &rarr; {e(detect.figure(c['after'], c['unit']))} "
         f"since {e(c['previous'])}<br><code>{e(c['series'])}</code> "
-        f'<span class="muted">({e(c["evidence"])}; {"; ".join(extra)})</span><br>'
+        f'<span class="muted">({"; ".join(extra)})</span><br>'
         f'<img src="plots/{e(c["plot"])}" alt="series of {e(c["series"])}" width="420"></div>'
     )
 

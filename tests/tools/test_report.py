@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from tests.tools import site_data
-from tools import detect, mtb, report, site
+from tools import detect, error_rates, mtb, report, site
+from tools import timeline as tl
 
 SETTINGS = detect.Settings()
 SOFTMAX = "ops.normalization.Softmax.time_forward"
+ARGMAX = "ops.reductions.Argmax.time_forward"  # slowed 2x at 'planted': the step found at this VM's noise
 
 
 @pytest.fixture
@@ -32,18 +34,19 @@ def test_the_planted_slowdown_heads_the_report_with_its_ratio_change(config, tmp
     built = report.build(config, tmp_path / "triage.toml", SETTINGS)
     (machine,) = built.machines
     assert machine.points == ["aa-1", "aa-2", "planted"]
-    softmax = [c for c in _planted(built) if c["benchmark"] == SOFTMAX]
-    timings = [c for c in softmax if c["unit"] == "seconds"]
-    ratios = [c for c in softmax if c["unit"] == "ratio"]
+    argmax = [c for c in _planted(built) if c["benchmark"] == ARGMAX]
+    timings = [c for c in argmax if c["unit"] == "seconds"]
+    ratios = [c for c in argmax if c["unit"] == "ratio"]
     assert timings and all("mlx-cpu" in c["params"] and c["evidence"] == "processes" for c in timings)
     assert ratios and all("mlx-cpu/torch-cpu" in c["params"] for c in ratios)
-    assert all(1.1 < c["ratio"] < 1.4 and c["headline"] for c in softmax)
+    assert all(1.6 < c["ratio"] < 2.4 and c["headline"] for c in argmax)
+    assert all(c["ci_low"] > 1 + c["band"] for c in argmax), "the interval clears the band"
     assert all(c["other"] and "torch-cpu" in c["other"] for c in timings), "torch's figure beside MLX's"
     families = {(s.family, s.dtype) for s in machine.standing}
     assert ("ops: normalization", "float32") in families
     assert all(s.point == "planted" and s.geometric_mean > 0 for s in machine.standing)
     markdown = report.to_markdown(built)
-    assert "## Machine vm" in markdown and SOFTMAX in markdown and "| mlx-cpu/torch-cpu |" in markdown
+    assert "## Machine vm" in markdown and ARGMAX in markdown and "| mlx-cpu/torch-cpu |" in markdown
     as_json = json.loads(json.dumps(built.as_json()))
     assert as_json["machines"][0]["changes"][0]["point"] == "planted", "newest first"
 
@@ -109,7 +112,8 @@ def test_machines_are_reported_apart_and_never_share_a_series(config, tmp_path):
     assert [c["series"] for c in gpu.changes] == [c["series"] for c in vm.changes], (
         "a scaled copy: same changes"
     )
-    assert gpu.changes[0]["before"] == pytest.approx(vm.changes[0]["before"] * 0.25, rel=1e-6)
+    gpu_time, vm_time = (next(c for c in m.changes if c["unit"] == "seconds") for m in (gpu, vm))
+    assert gpu_time["before"] == pytest.approx(vm_time["before"] * 0.25, rel=1e-6)
     html = tmp_path / "html"
     report.write_site(built, html, tmp_path / "facts")
     plots = {c["plot"] for m in built.machines for c in m.changes}
@@ -138,8 +142,14 @@ def test_bad_results_and_triage_entries_are_named_and_the_rest_is_reported(confi
         f"{triage_file}: [[change]] #2 (x at mlx-9.9): point 'mlx-9.9' is not a point of the timeline" in text
     )
     (machine,) = built.machines
-    assert [i for i, s in enumerate(next(iter(machine.series.values())).samples) if s] == [2]
-    assert report.to_markdown(built).count("> problem: ") == 4
+    left = {tuple(i for i, x in enumerate(s.samples) if x) for s in machine.series.values()} - {()}
+    assert left == {(machine.points.index(_tag_of(config, files[2])),)}, "only the readable point is reported"
+    assert report.to_markdown(built).count("> problem: ") == 5  # two files, entry #1 once, entry #2 twice
+
+
+def _tag_of(config: Path, path: Path) -> str:
+    repo = Path(json.loads(config.read_text())["repo"])
+    return next(p["tag"] for p in tl.read_points(repo) if path.name.startswith(p["commit"][:8]))
 
 
 def test_our_pages_are_linked_from_asvs_navigation_once(tmp_path):
@@ -155,3 +165,15 @@ def test_our_pages_are_linked_from_asvs_navigation_once(tmp_path):
     (html / "index.html").write_text("<body>no asv navigation</body>")
     assert not site.link_our_pages(html)
     assert site.OUR_ANCHOR in (html / "index.html").read_text()
+
+
+def test_the_real_aa_pair_flags_nothing_and_the_planted_point_only_planted_series(config, tmp_path):
+    """aa-1 and aa-2 ran the same releases one after the other: no change between them.  At 'planted'
+    only the slowed mlx-cpu functions' series may be flagged, and only as regressions."""
+    built = report.build(config, tmp_path / "triage.toml", SETTINGS)
+    (machine,) = built.machines
+    assert [c for c in machine.changes if c["point"] == "aa-2"] == []
+    planted_benchmarks = {benchmark for _, benchmark in error_rates.DEFAULT_PLAN.values()}
+    for change in machine.changes:
+        assert change["benchmark"] in planted_benchmarks and change["kind"] == "regression", change["series"]
+        assert any(p.startswith("mlx-cpu") for p in change["params"]), change["series"]
