@@ -58,6 +58,9 @@ class Settings:
     noise_factor: float = 2.0
     confidence: float = 0.99
     resamples: int = 2000
+    # a held backend whose median series moved more than this between two points says the machine did
+    machine_tolerance: float = 0.20
+    machine_min_series: int = 10
 
 
 @dataclass
@@ -324,6 +327,23 @@ def format_changes(changes: Sequence[Change], compared: int) -> str:
             f"{back}{other}){pending}"
         )
     return "\n".join(lines)
+
+
+def backend_of(entry: Series) -> str | None:
+    return next((p for p in entry.params if p.startswith(("mlx-", "torch-"))), None)
+
+
+def machine_drift(series: dict[str, Series], previous: int, point: int) -> dict[str, tuple[float, int]]:
+    """Backend -> (median over its timing series of median(point) / median(previous), series counted).
+    For a backend whose framework did not change between the two points this is the machine's own
+    change: a busy or slow stretch of the machine moves every series of it together."""
+    ratios: dict[str, list[float]] = {}
+    for entry in series.values():
+        backend = backend_of(entry)
+        before, after = entry.samples[previous], entry.samples[point]
+        if backend and entry.unit == "seconds" and before and after:
+            ratios.setdefault(backend, []).append(float(np.median(after) / np.median(before)))
+    return {backend: (float(np.median(values)), len(values)) for backend, values in ratios.items()}
 
 
 def comparisons(series: dict[str, Series]) -> int:

@@ -27,12 +27,62 @@ SITE_FOLDER = "mtb"
 
 
 @dataclass
+class MachineCheck:
+    """How far a backend whose framework was held between two points moved there: the machine's own
+    change.  Beyond the tolerance the pair was measured in different conditions (a busy machine, a slow
+    stretch), and the changes at ``point`` are not trusted."""
+
+    previous: str
+    point: str
+    backend: str
+    drift: float
+    series: int
+    disturbed: bool
+
+    def sentence(self) -> str:
+        return (
+            f"{self.backend} (its framework held) moved x{self.drift:.2f} from {self.previous} to "
+            f"{self.point}, median of {self.series} series"
+        )
+
+
+FRAMEWORKS = ("mlx", "torch")
+
+
+def held_frameworks(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    """The frameworks none of whose pins (mlx, mlx-cpu, mlx-lm; torch) changed between two points; none
+    when something else changed (a package that could move either side)."""
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    if any(not k.startswith(FRAMEWORKS) for k in changed):
+        return set()
+    return {f for f in FRAMEWORKS if not any(k.startswith(f) for k in changed)}
+
+
+def machine_checks(
+    series: dict[str, detect.Series], points: Sequence[dict[str, Any]], settings: detect.Settings
+) -> list[MachineCheck]:
+    """Each consecutive pair of points, each backend whose framework's pin did not change there."""
+    checks = []
+    for index in range(1, len(points)):
+        before, after = points[index - 1], points[index]
+        held = held_frameworks(before["pins"], after["pins"])
+        for backend, (drift, count) in sorted(detect.machine_drift(series, index - 1, index).items()):
+            if backend.split("-")[0] not in held or count < settings.machine_min_series:
+                continue
+            tolerance = 1 + settings.machine_tolerance
+            disturbed = not 1 / tolerance <= drift <= tolerance
+            checks.append(MachineCheck(before["tag"], after["tag"], backend, drift, count, disturbed))
+    return checks
+
+
+@dataclass
 class MachineReport:
     machine: str
     points: list[str]
     compared: int  # comparisons of consecutive points, timings and ratios
     changes: list[dict[str, Any]]  # detect.Change as JSON, with "triage" and "plot"
     standing: list[ratios.Standing]
+    checks: list[MachineCheck]
     series: dict[str, detect.Series] = field(repr=False, default_factory=dict)  # timings and ratios
 
 
@@ -60,6 +110,7 @@ class Report:
                     "compared": m.compared,
                     "changes": m.changes,
                     "standing": [asdict(s) for s in m.standing],
+                    "machine_checks": [asdict(c) for c in m.checks],
                 }
                 for m in self.machines
             ],
@@ -93,18 +144,21 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
         timings = detect.series_from(files)
         pairs = ratios.ratio_series(timings)
         every = {**timings, **{f"ratio|{k}": v for k, v in pairs.items()}}
-        found = detect.detect(every, labels, settings)
+        checks = machine_checks(timings, points, settings)
+        disturbed = {c.point: c.sentence() for c in checks if c.disturbed}
         changes = []
-        for change in sorted(found, key=lambda c: labels.index(c.point), reverse=True):
+        for change in detect.detect(every, labels, settings):
             record = change.as_json()
             entry = triage.lookup(entries, change.series, change.point, machine)
             record["triage"] = asdict(entry) if entry else None
-            record["headline"] = change.confirmed and (entry is None or entry.status != "ignored")
+            record["machine_changed"] = disturbed.get(change.point)
+            trusted = change.confirmed and record["machine_changed"] is None
+            record["headline"] = trusted and (entry is None or entry.status != "ignored")
             changes.append(record)
         reports.append(
             MachineReport(
                 machine, labels, detect.comparisons(every), changes,
-                ratios.standing(pairs.values(), labels), every,
+                ratios.standing(pairs.values(), labels), checks, every,
             )
         )  # fmt: skip
     known = {s.key for m in reports for s in m.series.values()}
@@ -116,6 +170,7 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
 # ---------------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------------
+NOT_IN_HEADLINE = "Ignored, not confirmed, or measured while the machine changed"
 EVIDENCE = {
     "processes": "compared by process medians",
     "samples": "one process per point: compared by samples",
@@ -131,6 +186,8 @@ def _notes(c: dict[str, Any]) -> list[str]:
         notes.append(f"{backend} {detect.figure(value, c['unit'])} at this point")
     if not c["confirmed"]:
         notes.append("not confirmed by the next point")
+    if c.get("machine_changed"):
+        notes.append(f"not trusted: the machine changed ({c['machine_changed']})")
     status = c.get("triage") or {}
     if status:
         reason = f", {status['reason']}" if status.get("reason") else ""
@@ -175,10 +232,18 @@ def to_markdown(report: Report, plots: str | None = None) -> str:
             )
         shown = [c for c in m.changes if c["headline"]]
         rest = [c for c in m.changes if not c["headline"]]
+        lines += ["", "### Machine checks", ""]
+        lines += [f"- {'**changed**' if c.disturbed else 'steady'}: {c.sentence()}" for c in m.checks] or [
+            "No backend was held between two points: nothing to check the machine against."
+        ]
         lines += ["", f"### Changes, newest first ({len(shown)})", ""]
         lines += [_change_line(c, plots) for c in shown] or ["None beyond the noise of their series."]
         if rest:
-            lines += ["", f"### Ignored or not confirmed ({len(rest)})", ""]
+            lines += [
+                "",
+                f"### Ignored, not confirmed, or measured while the machine changed ({len(rest)})",
+                "",
+            ]
             lines += [_change_line(c, plots) for c in rest]
     return "\n".join(lines) + "\n"
 
@@ -335,10 +400,16 @@ def write_site(report: Report, html: Path, facts: Path) -> Path:
         rest = [c for c in m.changes if not c["headline"]]
         body.append(f"<h2>Machine {e(m.machine)}</h2><h3>Where MLX stands at the newest point</h3>")
         body.append(_standing_table(m))
+        checks = "".join(
+            f"<li>{'<b>changed</b>' if c.disturbed else 'steady'}: {e(c.sentence())}</li>" for c in m.checks
+        )
+        body.append(f"<h3>Machine checks</h3><ul>{checks}</ul>" if checks else "")
         body.append(f"<h3>Changes, newest first ({len(shown)})</h3>")
         body += [_change_html(c) for c in shown] or ["<p>None beyond the noise of their series.</p>"]
         if rest:
-            body.append(f"<h3>Ignored or not confirmed ({len(rest)})</h3>")
+            body.append(
+                f"<h3>Ignored, not confirmed, or measured while the machine changed ({len(rest)})</h3>"
+            )
             body += [_change_html(c) for c in rest]
         ratio_body.append(f"<h2>Machine {e(m.machine)}</h2>")
         ratio_body.append(_standing_table(m))
