@@ -1,8 +1,9 @@
 """What a run ran on: framework versions, BLAS, device name and driver, threads, precision settings.
 
 asv results hold numbers only, so the text facts go to an append-only JSON-lines file beside the results,
-one line per backend per run: ``<project>/facts/<host>/<commit>-<env>.jsonl`` (asv names machines after
-the host by default).  Why a benchmark was skipped goes beside it, in ``<commit>-<env>.skips.jsonl``.
+one line per backend per run: ``<project>/facts/<machine>/<commit>-<env>.jsonl`` (``MTB_MACHINE``, the
+host's name unless ``mtb gpu`` names the asv machine).  Why a benchmark was skipped goes beside it, in
+``<commit>-<env>.skips.jsonl``.
 Numbers that can change a timing are also ``track_`` metrics (``benchmarks/runtime.py``), so they appear
 in the history graphs.
 """
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import settings
 from benchmarks.harness.backends import Backend
 
 
@@ -46,7 +48,7 @@ def facts_path(root: Path | None = None) -> Path | None:
     base = root if root is not None else Path(conf_dir)  # type: ignore[arg-type]
     commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
     env = os.environ.get("ASV_ENV_NAME") or "unknown-env"
-    return base / "facts" / platform.node() / f"{commit}-{env}.jsonl"
+    return base / "facts" / settings.read("MTB_MACHINE") / f"{commit}-{env}.jsonl"
 
 
 def skips_path(root: Path | None = None) -> Path | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import inputs as op_inputs
 from benchmarks.harness import parity
 from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
@@ -35,7 +36,7 @@ class OpRun:
     dtype: str
     backend: Backend
     profile: Profile
-    inputs: tuple[np.ndarray, ...]  # float64 (or integer) inputs, already rounded to ``dtype``
+    inputs: tuple[np.ndarray, ...]  # inputs rounded to ``dtype``, stored as float32 (or integer)
     args: tuple[Any, ...]  # the same inputs on the backend, in its layout
     fn: Any
     _timed: TimedCall | None = None
@@ -71,8 +72,15 @@ class OpRun:
                 f"{have / 2**30:.1f} GiB is available: use a smaller profile (MTB_PROFILE=quick) or a "
                 f"larger machine"
             )
-        rng = np.random.default_rng(stable_seed(spec.name, case.label) if seed is None else seed)
-        inputs = tuple(parity.quantize(a, dtype) for a in spec.make_inputs(rng, case))
+
+        def maker(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+            return spec.make_inputs(rng, case)
+
+        if seed is None:  # the suite's inputs: the same in every process, so made once and kept
+            stable = stable_seed(spec.name, case.label)
+            inputs = op_inputs.cached(spec.name, case.label, dtype, stable, maker, spec.make_inputs)
+        else:  # a test's fresh draw: used once
+            inputs = op_inputs.make(seed, maker, dtype)
         try:
             placed = spec.torch_inputs(case, inputs) if backend.framework == "torch" else inputs
             args = tuple(backend.asarray(a, dtype) for a in placed)
@@ -138,7 +146,7 @@ class OpRun:
         return array
 
     def expected(self) -> np.ndarray:
-        return self.spec.reference(self.case, *self.inputs)
+        return self.spec.reference(self.case, *op_inputs.as_float64(self.inputs))
 
     def parity_error(self) -> float:
         return parity.relative_error(self.result(), self.expected(), self.spec.exact)

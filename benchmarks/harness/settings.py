@@ -11,6 +11,7 @@ setting (a typo such as ``MTB_BACKEND``) is reported too, since it would otherwi
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,31 @@ def _positive_int(name: str, what: str) -> Callable[[str], int]:
     return parse
 
 
+def _cache_folder(name: str) -> Callable[[str], Path | None]:
+    def parse(raw: str) -> Path | None:
+        value = raw.strip()
+        if value.lower() == "off":
+            return None
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SettingError(f"{name}={raw!r} is a file, not a folder: name a folder, or off")
+        return path
+
+    return parse
+
+
+def _machine_name(name: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not all(c.isalnum() or c in "-_." for c in value):
+            raise SettingError(
+                f"{name}={raw!r} is not a machine name: use letters, digits, '-', '_' and '.' only"
+            )
+        return value
+
+    return parse
+
+
 def _seed(name: str) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         value = raw.strip()
@@ -120,6 +146,16 @@ def _declare() -> dict[str, Setting]:
             "MTB_FLOAT32_MATMUL", "ieee", "float32 matmul precision on both sides: ieee or tf32",
             _choice("MTB_FLOAT32_MATMUL", FLOAT32_MATMUL_CHOICES),
         ),
+        Setting(
+            "MTB_INPUT_CACHE", str(Path.home() / ".cache" / "mlx-torch-bench" / "inputs"),
+            "folder of the ops' rounded inputs, made once and reused by every process (off: none)",
+            _cache_folder("MTB_INPUT_CACHE"),
+        ),
+        Setting(
+            "MTB_MACHINE", platform.node() or "unknown-host",
+            "the asv machine name the run facts are filed under (mtb gpu sets it)",
+            _machine_name("MTB_MACHINE"),
+        ),
         Setting("MTB_PARITY_SEED", "", "seed of the parity tests' inputs", _seed("MTB_PARITY_SEED")),
         Setting(
             "MTB_TEST_BACKENDS", "mlx-cpu,torch-cpu", "backends the tests check",
@@ -151,7 +187,9 @@ def read(name: str, env: Mapping[str, str] | None = None) -> Any:
 
 
 # what the suite itself reads: checked when it is imported (asv's discovery and every benchmark process)
-SUITE_SETTINGS = ("MTB_PROFILE", "MTB_BACKENDS", "MTB_THREADS", "MTB_FLOAT32_MATMUL")
+SUITE_SETTINGS = (
+    "MTB_PROFILE", "MTB_BACKENDS", "MTB_THREADS", "MTB_FLOAT32_MATMUL", "MTB_INPUT_CACHE", "MTB_MACHINE",
+)  # fmt: skip
 
 
 def require_valid(names: tuple[str, ...] = SUITE_SETTINGS) -> None:

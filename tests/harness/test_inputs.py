@@ -1,0 +1,72 @@
+"""The ops' input cache: made once, read back equal, keyed by everything that decides the values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.harness import inputs, parity, settings
+from benchmarks.harness.opspec import identity_inputs, normal_inputs
+
+
+def _counting_maker(calls: list[int]):
+    def maker(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        calls.append(1)
+        return (rng.standard_normal((64, 33)), rng.integers(0, 10, size=(5,)))
+
+    return maker
+
+
+def test_made_once_then_read_back_equal(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    first = inputs.cached("Op", "64x33", "bfloat16", 7, maker, maker)
+    second = inputs.cached("Op", "64x33", "bfloat16", 7, maker, maker)
+    assert len(calls) == 1, "the second process must read the stored inputs, not draw them again"
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    for a, b in zip(first, second, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    # stored narrow, and exactly the rounded draw the suite made before the cache existed
+    drawn = _counting_maker([])(np.random.default_rng(7))
+    assert first[0].dtype == np.float32
+    assert np.array_equal(first[0].astype(np.float64), parity.quantize(drawn[0], "bfloat16"))
+    assert first[1].dtype.kind == "i" and np.array_equal(first[1], drawn[1])
+
+
+def test_key_covers_dtype_seed_case_and_the_makers_source():
+    base = inputs.cache_key("Op", "64x33", "float32", 1, normal_inputs)
+    assert inputs.cache_key("Op", "64x33", "bfloat16", 1, normal_inputs) != base
+    assert inputs.cache_key("Op", "64x33", "float32", 2, normal_inputs) != base
+    assert inputs.cache_key("Op", "64x34", "float32", 1, normal_inputs) != base
+    assert inputs.cache_key("Other", "64x33", "float32", 1, normal_inputs) != base
+    assert inputs.cache_key("Op", "64x33", "float32", 1, identity_inputs) != base
+    assert inputs.cache_key("Op", "64x33", "float32", 1, normal_inputs) == base
+
+
+def test_damaged_file_is_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    inputs.cached("Op", "c", "float32", 3, maker, maker)
+    (stored,) = tmp_path.glob("*.npz")
+    stored.write_bytes(b"not a zip")
+    again = inputs.cached("Op", "c", "float32", 3, maker, maker)
+    assert len(calls) == 2 and again[0].shape == (64, 33)
+
+
+def test_off_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", "off")
+    monkeypatch.chdir(tmp_path)
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    inputs.cached("Op", "c", "float32", 3, maker, maker)
+    inputs.cached("Op", "c", "float32", 3, maker, maker)
+    assert len(calls) == 2 and not list(tmp_path.rglob("*.npz"))
+
+
+def test_a_file_named_as_the_folder_is_a_setting_error(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(settings.SettingError, match=r"MTB_INPUT_CACHE=.*is a file"):
+        settings.read("MTB_INPUT_CACHE", {"MTB_INPUT_CACHE": str(path)})
