@@ -2,14 +2,16 @@
 
 ``track_facts_recorded`` appends the text facts (versions, BLAS, device, driver) to the facts file (see
 ``benchmarks/harness/facts.py``) and returns how many it wrote; the other two are the numeric settings,
-so a change of threads or of float32 matmul precision shows in the history next to the timings.
+so a change of threads or of float32 matmul precision shows in the history next to the timings.  The
+device's ceilings (copy bandwidth, matrix-product rate, last-level cache) are measured here in every run,
+so that an op claiming more than its device can do is flagged (``benchmarks/harness/peaks.py``).
 """
 
 from __future__ import annotations
 
 import os
 
-from benchmarks.harness import facts
+from benchmarks.harness import facts, peaks
 from benchmarks.harness.backends import require_backend, selected_backend_names
 from benchmarks.harness.frameworks import torch
 
@@ -41,3 +43,18 @@ class Runtime:
         return float(os.environ.get("MLX_ENABLE_TF32") == "1")
 
     track_float32_matmul_tf32.unit = "1 = TF32"
+
+    def track_peak_bandwidth(self, backend: str) -> float:
+        return peaks.copy_bandwidth(self.backend) / 1e9
+
+    track_peak_bandwidth.unit = "GB/s"
+
+    def track_peak_matmul(self, backend: str) -> float:
+        return peaks.matmul_rate(self.backend) / 1e9
+
+    track_peak_matmul.unit = "GFLOP/s"
+
+    def track_cache_bytes(self, backend: str) -> float:
+        return float(peaks.last_level_cache_bytes(self.backend))
+
+    track_cache_bytes.unit = "bytes"

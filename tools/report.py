@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tools import detect, ratios, triage
+from tools import ceilings, detect, ratios, triage
 from tools import results as results_store
 from tools import timeline as tl
 
@@ -84,6 +84,8 @@ class MachineReport:
     standing: list[ratios.Standing]
     checks: list[MachineCheck]
     series: dict[str, detect.Series] = field(repr=False, default_factory=dict)  # timings and ratios
+    # throughputs above the device's ceilings measured in the same run, at each point (tools/ceilings.py)
+    timing_bugs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Report:
                     "changes": m.changes,
                     "standing": [asdict(s) for s in m.standing],
                     "machine_checks": [asdict(c) for c in m.checks],
+                    "timing_bugs": m.timing_bugs,
                 }
                 for m in self.machines
             ],
@@ -155,10 +158,16 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
             trusted = change.confirmed and record["machine_changed"] is None
             record["headline"] = trusted and (entry is None or entry.status != "ignored")
             changes.append(record)
+        bugs = [
+            f"{label}: {flag.describe()}"
+            for label, path in zip(labels, files, strict=True)
+            if path is not None
+            for flag in ceilings.findings(path)
+        ]
         reports.append(
             MachineReport(
                 machine, labels, detect.comparisons(every), changes,
-                ratios.standing(pairs.values(), labels), checks, every,
+                ratios.standing(pairs.values(), labels), checks, every, bugs,
             )
         )  # fmt: skip
     known = {s.key for m in reports for s in m.series.values()}
@@ -236,6 +245,7 @@ def to_markdown(report: Report, plots: str | None = None) -> str:
         lines += [f"- {'**changed**' if c.disturbed else 'steady'}: {c.sentence()}" for c in m.checks] or [
             "No backend was held between two points: nothing to check the machine against."
         ]
+        lines += [f"- **timing bug**: {bug}" for bug in m.timing_bugs]
         lines += ["", f"### Changes, newest first ({len(shown)})", ""]
         lines += [_change_line(c, plots) for c in shown] or ["None beyond the noise of their series."]
         if rest:
@@ -402,7 +412,7 @@ def write_site(report: Report, html: Path, facts: Path) -> Path:
         body.append(_standing_table(m))
         checks = "".join(
             f"<li>{'<b>changed</b>' if c.disturbed else 'steady'}: {e(c.sentence())}</li>" for c in m.checks
-        )
+        ) + "".join(f"<li><b>timing bug</b>: {e(bug)}</li>" for bug in m.timing_bugs)
         body.append(f"<h3>Machine checks</h3><ul>{checks}</ul>" if checks else "")
         body.append(f"<h3>Changes, newest first ({len(shown)})</h3>")
         body += [_change_html(c) for c in shown] or ["<p>None beyond the noise of their series.</p>"]

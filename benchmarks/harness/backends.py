@@ -268,8 +268,14 @@ class MlxBackend(Backend):
                 info = dict(mx.metal.device_info())
         except Exception as exc:  # device_info differs by release; record why it is missing
             info = {"device_info_error": str(exc)}
+        gpu: dict[str, Any] = {}
+        if self.device == "gpu" and getattr(mx, "cuda", None) is not None and mx.cuda.is_available():
+            from benchmarks.harness import clocks
+
+            gpu = clocks.versions()
         return {
             **super().settings(),
+            **gpu,
             "device_info": {k: str(v) for k, v in info.items()},
             "threads": "MLX default (no thread-count API)",
             "mlx_enable_tf32": os.environ.get("MLX_ENABLE_TF32"),
@@ -386,9 +392,13 @@ class TorchBackend(Backend):
 
             facts["inductor_vec_isa"] = settled_vec_isa()
         if device == "cuda":
+            from benchmarks.harness import clocks
+
             facts["device_name"] = torch.cuda.get_device_name()
             facts["cuda_runtime"] = torch.version.cuda
+            facts["cudnn"] = torch.backends.cudnn.version()
             facts["driver"] = _nvidia_driver()
+            facts.update(clocks.versions())
         return facts
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import clocks
 from benchmarks.harness.backends import is_out_of_memory
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.profiles import active_profile
@@ -129,6 +130,9 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
     except NotImplementedError as exc:
         return {"skip": str(exc)}
     out: dict[str, Any] = {"timings": {}, "tracks": {}, "errors": {}}
+    backend = getattr(job, "backend", None)
+    if backend is not None:
+        clocks.record(spec.name, params, "before", backend)
     for metric, unit_call in spec.timings.items():
         try:
             out["timings"][metric] = timing_samples(unit_call(job), spec.samples)
@@ -142,6 +146,8 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
                 out["tracks"][metric] = float(track.measure(job))
         except Exception as exc:
             out["errors"][metric] = f"{type(exc).__name__}: {exc}"
+    if backend is not None:
+        clocks.record(spec.name, params, "after", backend)
     return out
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness import clocks
 from benchmarks.harness.run import OpRun
 
 
@@ -63,7 +64,9 @@ def load(scratch: str, key: tuple[str, ...], prepare: Callable[[], OpRun]) -> di
         found = json.loads(path.read_text())
     else:
         try:
-            found = measure(prepare())
+            run = prepare()
+            found = measure(run)
+            clocks.record(key[0], key[1:4], "after probes", getattr(run, "backend", None))
         except NotImplementedError as exc:
             found = {"skip": str(exc)}
         partial = path.with_suffix(".partial")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.harness import probes
+from benchmarks.harness import clocks, probes
 from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
@@ -30,6 +30,7 @@ def prepared_run(spec: OpSpec, case: str, dtype: str, backend: str, profile: Pro
         release_prepared()
         run = OpRun.prepare(spec, case, dtype, backend, profile)
         _prepared[key] = run
+        clocks.record(spec.name, (case, dtype, backend), "before", run.backend)
     return run
 
 
@@ -51,6 +52,15 @@ def op_benchmark(spec: OpSpec) -> type:
         """Before every sample of ``time_forward``: prepare once, then the warm-up burst."""
         with noting_skips(spec.name, (case, dtype, backend)):
             prepared_run(spec, case, dtype, backend, profile).timed.warm_up()
+
+    def after_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
+        """After every sample of ``time_forward``: the GPU's state after the round's first sample and
+        after its last (asv stops a slow benchmark's round early; the first is then what is left)."""
+        run = prepared_run(spec, case, dtype, backend, profile)
+        done = run.timed.batches
+        if done in (1, profile.repeat):
+            phase = "after last sample" if done == profile.repeat else "after first sample"
+            clocks.record(spec.name, (case, dtype, backend), phase, run.backend)
 
     def load_probes(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before a ``track_`` method: this run's probes of the combination, measured by the first."""
@@ -103,6 +113,7 @@ def op_benchmark(spec: OpSpec) -> type:
             self.run.timed.batch()
 
         time_forward.setup = warm_up
+        time_forward.teardown = after_sample
 
         def timed_call(self, method: str) -> TimedCall:
             """What a ``time_`` method times, for the fidelity check (tools/fidelity.py)."""

@@ -1,0 +1,122 @@
+"""The GPU's state around each benchmark: SM and memory clocks, temperature, power and the reasons the
+driver gives for holding the clocks down, read through NVML (``nvidia-ml-py``) before a benchmark's
+first sample and after its last, and appended to ``<commit>-<env>.clocks.jsonl`` beside the run facts.
+
+A GPU timing is only comparable with another taken at the same clocks: a card that idled between
+benchmarks starts a sample at a few hundred MHz, a hot one throttles.  ``assess`` turns a before/after
+pair into plain findings; the pages and the closing notes quote them.  On a machine without NVML (every
+CPU machine) nothing is read and nothing is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from benchmarks.harness import facts
+from benchmarks.harness.backends import Backend
+
+# The driver's reasons for clocks below their maximum that make a timing slower (idle and application
+# settings are not: the first is expected between benchmarks, the second is the card's configuration).
+SLOWDOWN_REASONS = {
+    "nvmlClocksEventReasonSwPowerCap": "software power cap",
+    "nvmlClocksEventReasonHwSlowdown": "hardware slowdown",
+    "nvmlClocksEventReasonSwThermalSlowdown": "software thermal slowdown",
+    "nvmlClocksEventReasonHwThermalSlowdown": "hardware thermal slowdown",
+    "nvmlClocksEventReasonHwPowerBrakeSlowdown": "hardware power brake",
+}
+# a sample taken with the SM clock this far under its maximum is not at full speed
+CLOCK_SHORTFALL = 0.10
+
+_nvml: Any = None
+
+
+def _handle() -> Any:
+    """NVML's handle of the GPU this process uses (the first visible one), or None without NVML."""
+    global _nvml
+    if _nvml is False:
+        return None
+    try:
+        import pynvml
+
+        if _nvml is None:
+            pynvml.nvmlInit()
+            _nvml = pynvml
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+        return pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
+    except Exception:  # no library, no driver, no GPU: there is nothing to read
+        _nvml = False
+        return None
+
+
+def read() -> dict[str, Any] | None:
+    """The GPU's clocks, temperature, power and slowdown reasons now; None without NVML."""
+    handle = _handle()
+    if handle is None:
+        return None
+    nvml = _nvml
+    reasons = nvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
+    return {
+        "sm_clock_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+        "sm_clock_max_mhz": nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM),
+        "memory_clock_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
+        "temperature_c": nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+        "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        "power_limit_w": nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
+        "slowdown": [text for bit, text in SLOWDOWN_REASONS.items() if reasons & getattr(nvml, bit, 0)],
+    }
+
+
+def versions() -> dict[str, Any]:
+    """Driver and NVML versions and the device's name (run facts); empty without NVML."""
+    handle = _handle()
+    if handle is None:
+        return {}
+    nvml = _nvml
+    return {
+        "nvml_device": nvml.nvmlDeviceGetName(handle),
+        "nvml_driver": nvml.nvmlSystemGetDriverVersion(),
+        "nvml_cuda_driver_api": nvml.nvmlSystemGetCudaDriverVersion_v2(),
+    }
+
+
+def assess(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[str]:
+    """Findings on a benchmark's GPU state: clocks under their maximum while it ran, slowdown reasons
+    the driver gave, heating.  Empty when nothing was read or nothing is wrong."""
+    if not after:
+        return []
+    found = []
+    top = after.get("sm_clock_max_mhz") or 0
+    clock = after.get("sm_clock_mhz") or 0
+    if top and clock < (1 - CLOCK_SHORTFALL) * top:
+        shortfall = 1 - clock / top
+        found.append(f"SM clock {clock} MHz after the samples, {shortfall:.0%} under its maximum {top} MHz")
+    for reason in after.get("slowdown", []):
+        found.append(f"the driver reported {reason}")
+    if before and after.get("temperature_c") is not None and before.get("temperature_c") is not None:
+        rise = after["temperature_c"] - before["temperature_c"]
+        if rise >= 10:
+            found.append(f"temperature rose {rise} C during the benchmark (to {after['temperature_c']} C)")
+    return found
+
+
+def record(benchmark: str, params: Sequence[Any], phase: str, backend: Backend | None) -> None:
+    """Append the GPU state at ``phase`` (before or after) of a benchmark on a GPU backend."""
+    from benchmarks.harness.peaks import device_class
+
+    if not isinstance(backend, Backend) or device_class(backend) != "gpu":
+        return
+    state = read()
+    path = facts.facts_path()
+    if state is None or path is None:
+        return
+    entry = {
+        "benchmark": benchmark,
+        "params": [str(p) for p in params],
+        "phase": phase,
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        **state,
+    }
+    facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))

@@ -1,0 +1,89 @@
+"""GPU state findings and the over-ceiling flag, on crafted figures (no GPU needed)."""
+
+from __future__ import annotations
+
+from benchmarks.harness import clocks, peaks
+from benchmarks.harness.peaks import Ceilings, over_peak
+
+STEADY = {"sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "temperature_c": 40, "slowdown": []}
+
+
+def test_steady_clocks_say_nothing():
+    assert clocks.assess(STEADY, STEADY) == []
+    assert clocks.assess(None, None) == []
+
+
+def test_low_clock_slowdown_and_heating_are_named():
+    after = {**STEADY, "sm_clock_mhz": 1500, "temperature_c": 55, "slowdown": ["hardware thermal slowdown"]}
+    found = clocks.assess(STEADY, after)
+    assert any("SM clock 1500 MHz" in f and "24% under" in f for f in found)
+    assert "the driver reported hardware thermal slowdown" in found
+    assert any("rose 15 C" in f for f in found)
+    # 9% under the maximum is within the allowance
+    assert clocks.assess(STEADY, {**STEADY, "sm_clock_mhz": 1802}) == []
+
+
+def test_no_nvml_records_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
+    from benchmarks.harness.backends import get_backend
+
+    clocks.record("Op", ("c",), "before", get_backend("torch-cpu"))
+    assert not list(tmp_path.rglob("*.clocks.jsonl"))
+
+
+GPU = Ceilings(bandwidth_gb_s=4300.0, matmul_gflop_s=790_000.0, cache_bytes=60 * 2**20)
+
+
+def test_throughput_over_a_ceiling_is_a_timing_bug():
+    found = over_peak("ops.linalg.SquareMatMul", ("8192", "bfloat16", "torch-cuda"), 1.2e6, "GFLOP/s", 0, GPU)
+    assert found is not None and "1.52x the measured ceiling" in found.describe()
+    big = 2 * 2**30
+    assert over_peak("ops.x.Softmax", ("c",), 5000.0, "GB/s", big, GPU) is not None
+
+
+def test_figures_under_the_ceiling_or_in_cache_pass():
+    assert over_peak("m", (), 780_000.0, "GFLOP/s", 0, GPU) is None
+    assert over_peak("m", (), 4700.0, "GB/s", 2 * 2**30, GPU) is None  # within the 10% allowance
+    # 100 MB fits in 4 x 60 MiB of L2: served from cache, bandwidth is no ceiling
+    assert over_peak("m", (), 9000.0, "GB/s", 100e6, GPU) is None
+    assert over_peak("m", (), float("nan"), "GB/s", 2 * 2**30, GPU) is None
+    assert over_peak("m", (), 1e9, "tokens/s", 0, GPU) is None
+
+
+def test_ceilings_take_the_best_backend_of_each_device_class():
+    found = peaks.ceilings_from(
+        {
+            "torch-cpu": {"bandwidth": 21.0, "matmul": 170.0, "cache": 2**20},
+            "mlx-cpu": {"bandwidth": 3.2, "matmul": 2.3, "cache": 2**20},
+            "torch-cuda": {"bandwidth": 4300.0, "matmul": float("nan"), "cache": 60 * 2**20},
+            "mlx-gpu": {"bandwidth": 3900.0, "matmul": 700_000.0, "cache": 0},
+        }
+    )
+    assert found["cpu"] == Ceilings(21.0, 170.0, 2**20)
+    assert found["gpu"] == Ceilings(4300.0, 700_000.0, 60 * 2**20)
+
+
+def test_a_results_file_with_an_op_above_its_ceiling_is_flagged(tmp_path):
+    import json
+
+    from tools import ceilings
+
+    backends = ["'torch-cuda'", "'torch-cpu'"]
+
+    def row(values, params):
+        return [values, params]
+
+    results = {
+        "runtime.Runtime.track_peak_bandwidth": row([4300.0, 20.0], [backends]),
+        "runtime.Runtime.track_peak_matmul": row([790_000.0, 170.0], [backends]),
+        "runtime.Runtime.track_cache_bytes": row([60 * 2**20, 2**20], [backends]),
+        "ops.linalg.SquareMatMul.track_throughput": row(
+            [1_600_000.0, 600_000.0],
+            [["'8192x8192 @ 8192x8192'", "'4096x4096 @ 4096x4096'"], ["'bfloat16'"], ["'torch-cuda'"]],
+        ),
+    }
+    path = tmp_path / "abc-existing.json"
+    path.write_text(json.dumps({"version": 2, "result_columns": ["result", "params"], "results": results}))
+    found = ceilings.findings(path)
+    assert [f.params[0] for f in found] == ["8192x8192 @ 8192x8192"]
+    assert "2.03x the measured ceiling" in found[0].describe()
