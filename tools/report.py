@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tools import ceilings, detect, ratios, triage
+from tools import detect, ratios, triage
 from tools import results as results_store
 from tools import timeline as tl
 
@@ -158,6 +158,8 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
             trusted = change.confirmed and record["machine_changed"] is None
             record["headline"] = trusted and (entry is None or entry.status != "ignored")
             changes.append(record)
+        from tools import ceilings  # imports the frameworks: only when there are results to check
+
         bugs = [
             f"{label}: {flag.describe()}"
             for label, path in zip(labels, files, strict=True)

@@ -199,10 +199,47 @@ def guarded(results_dir: Path, state_dir: Path, log: Log) -> Iterator[None]:
         target = folder / path.relative_to(results_dir)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
+    listing = results_dir / "benchmarks.json"
+    before = _read_json(listing)
     try:
         yield
     finally:
         restore_pending(results_dir, state_dir, log, after="this run")
+        after = _read_json(listing)
+        if before and after and after != before:
+            listing.write_text(json.dumps(merge_benchmark_lists(before, after), indent=4, sort_keys=True))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def merge_benchmark_lists(before: dict, after: dict) -> dict:
+    """asv's benchmarks.json after a run, with what the run did not see kept from before.
+
+    asv keeps one list for the whole results folder and each run rewrites it with the parameters it
+    discovered; ``asv publish`` shows only results whose parameters are in that list.  A machine that runs
+    other backends (a GPU host) or other dtypes would therefore hide every other machine's results.  The
+    merged list keeps every benchmark and, per parameter, the values of both lists (this run's first).
+    """
+    merged = dict(after)
+    for name, old in before.items():
+        new = after.get(name)
+        if not isinstance(old, dict):
+            continue
+        if not isinstance(new, dict):
+            merged[name] = old
+            continue
+        old_params, new_params = old.get("params") or [], new.get("params") or []
+        if len(old_params) != len(new_params) or old.get("param_names") != new.get("param_names"):
+            continue  # the benchmark's parameters were redeclared: this run's list is the truth
+        union = [[*n, *(v for v in o if v not in n)] for o, n in zip(old_params, new_params, strict=True)]
+        merged[name] = {**new, "params": union}
+    return merged
 
 
 @dataclass(frozen=True)

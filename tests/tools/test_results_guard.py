@@ -255,3 +255,33 @@ def test_a_run_that_changes_nothing_leaves_the_files_byte_identical(tiny):
     assert out.returncode == 0, out.stdout + out.stderr
     assert path.read_bytes() == before
     assert "kept recorded values" not in out.stdout
+
+
+def test_benchmark_list_keeps_other_machines_parameters():
+    from tools.results import merge_benchmark_lists
+
+    cpu = {
+        "version": 2,
+        "ops.X.time_forward": {
+            "params": [["'a'"], ["'float32'"], ["'mlx-cpu'", "'torch-cpu'"]],
+            "param_names": ["case", "dtype", "backend"],
+        },
+        "workloads.Gone.track_x": {"params": [], "param_names": []},
+    }
+    gpu = {
+        "version": 2,
+        "ops.X.time_forward": {
+            "params": [["'a'"], ["'float32'", "'tf32'"], ["'mlx-gpu'", "'torch-cuda'"]],
+            "param_names": ["case", "dtype", "backend"],
+        },
+    }
+    merged = merge_benchmark_lists(cpu, gpu)
+    assert merged["ops.X.time_forward"]["params"] == [
+        ["'a'"],
+        ["'float32'", "'tf32'"],
+        ["'mlx-gpu'", "'torch-cuda'", "'mlx-cpu'", "'torch-cpu'"],
+    ]
+    assert merged["workloads.Gone.track_x"] == cpu["workloads.Gone.track_x"]
+    # a benchmark whose parameters were redeclared takes the new declaration alone
+    redeclared = {"ops.X.time_forward": {"params": [["'a'"]], "param_names": ["case"]}}
+    assert merge_benchmark_lists(cpu, redeclared)["ops.X.time_forward"] == redeclared["ops.X.time_forward"]
