@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LARGE_CALL_SECONDS = 50e-6
 LARGE_BOUND = 0.10
 SMALL_BOUND = 0.25
+# on a GPU: calls of 1 ms or more should be recorded within 5% of the device's own time
+DEVICE_GOAL_SECONDS = 1e-3
+DEVICE_GOAL = 0.05
 
 
 @dataclass
@@ -48,6 +51,10 @@ class Row:
     bare_seconds: float | None = None
     bare_runs: list[list[float]] = field(default_factory=list)  # the streams of each bare process
     frameworks: list[str] = field(default_factory=list)  # what the bare process had imported
+    # on a CUDA device: the GPU's own time per call, from CUPTI's kernel timestamps (both frameworks)
+    # and, for torch, from CUDA events around the stream
+    device_runs: list[float] = field(default_factory=list)
+    event_runs: list[float] = field(default_factory=list)
     note: str = ""  # why a figure is missing
 
     @property
@@ -81,6 +88,21 @@ class Row:
         return 1.0
 
     @property
+    def device_seconds(self) -> float | None:
+        return statistics.median(self.device_runs) if self.device_runs else None
+
+    @property
+    def event_seconds(self) -> float | None:
+        return statistics.median(self.event_runs) if self.event_runs else None
+
+    @property
+    def device_ratio(self) -> float | None:
+        """Suite over the GPU's busy time per call: 1 + the host's share of the recorded figure."""
+        if self.suite_seconds and self.device_seconds:
+            return self.suite_seconds / self.device_seconds
+        return None
+
+    @property
     def bound(self) -> float:
         reference = self.bare_seconds or self.suite_seconds or 0.0
         return LARGE_BOUND if reference >= LARGE_CALL_SECONDS else SMALL_BOUND
@@ -104,6 +126,9 @@ class Row:
             bound=self.bound,
             flagged=self.flagged,
             bare_range=self.bare_range,
+            device_seconds=self.device_seconds,
+            event_seconds=self.event_seconds,
+            device_ratio=self.device_ratio,
             outside_range=self.outside_range,
             flagged_outside_range=self.flagged_outside_range,
         )
@@ -185,6 +210,52 @@ def stream_per_call(call: Callable[[], Any], seconds: float) -> float:
             return elapsed / calls
 
 
+def device_times(call: Callable[[], Any], backend: str, seconds: float = 0.2) -> dict[str, float]:
+    """The GPU's own time per call of a stream: ``device``, the union of the kernels' (and copies')
+    intervals from CUPTI through torch's profiler, which sees every CUDA context of the process, MLX's
+    too; ``events``, CUDA events around the stream on torch's stream (torch backends only: MLX launches
+    on streams of its own, which torch's events do not bracket).  Empty off CUDA."""
+    from benchmarks.harness.backends import get_backend
+    from benchmarks.harness.peaks import device_class
+    from benchmarks.harness.settings import BACKEND_NAMES
+
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if backend not in BACKEND_NAMES or device_class(get_backend(backend)) != "gpu":
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    calls = max(3, min(200, int(seconds / max(stream_per_call(call, 0.02), 1e-6))))
+    out: dict[str, float] = {}
+    if backend.startswith("torch-"):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            call()
+        end.record()
+        end.synchronize()
+        out["events"] = start.elapsed_time(end) / 1e3 / calls
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            call()
+    spans = sorted(
+        (e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type == DeviceType.CUDA
+    )
+    busy, reach = 0.0, float("-inf")
+    for begin, finish in spans:  # the union of the intervals, in microseconds
+        if finish > reach:
+            busy += finish - max(begin, reach)
+            reach = finish
+    if busy > 0:
+        out["device"] = busy / 1e6 / calls
+    return out
+
+
 def bare_measure(call: Callable[[], Any], plan: BarePlan) -> list[float]:
     stream_per_call(call, plan.warmup_seconds)
     return [stream_per_call(call, plan.stream_seconds) for _ in range(plan.streams)]
@@ -219,12 +290,15 @@ def _prepared_call(benchmark: str, params: Sequence[str]) -> Callable[[], Any]:
 def bare_worker(requests: list[dict[str, Any]], plan: BarePlan) -> list[dict[str, Any]]:
     """Measure each request (benchmark, params) in this process; a failure or skip is reported, not
     raised, so the other requests still run."""
+    from benchmarks.harness.settings import BACKEND_NAMES
+
     answers = []
     for request in requests:
         answer: dict[str, Any] = {"benchmark": request["benchmark"], "params": request["params"]}
         try:
             call = _prepared_call(request["benchmark"], request["params"])
             answer["streams"] = bare_measure(call, plan)
+            answer.update(device_times(call, _backend_of(request["params"], BACKEND_NAMES) or ""))
         except NotImplementedError as exc:
             answer["note"] = f"skipped: {exc}"
         except Exception as exc:  # reported per request; the others go on
@@ -248,6 +322,8 @@ def _release_prepared() -> None:
 def blocked_modules(backend: str, benchmarks: Sequence[str] = ()) -> list[str]:
     """The other framework, kept out of a bare process: it holds only what it measures.  A workload's
     MLX side is built from torch's weights (the same weights on both sides), so it keeps torch."""
+    if backend.startswith("mlx-gpu"):
+        return []  # torch's profiler reads the GPU's own times (device_times)
     if backend.startswith("mlx-"):
         return [] if any(b.startswith("workloads.") for b in benchmarks) else ["torch"]
     return ["mlx", "mlx.core"]
@@ -257,11 +333,12 @@ def run_bare(rows: list[Row], plan: BarePlan, env: dict[str, str] | None = None)
     """Add bare streams to every row, from ``plan.processes`` processes per backend; ``bare_seconds`` is
     the median of all the streams a row has (a second call, after asv has run, brackets the suite's
     figure in time)."""
-    by_backend: dict[str, list[Row]] = {}
+    # MLX fixes its float32 matrix-product mode at a process's first product: tf32 rows get their own
+    by_backend: dict[tuple[str, bool], list[Row]] = {}
     for row in rows:
-        by_backend.setdefault(row.backend, []).append(row)
+        by_backend.setdefault((row.backend, "tf32" in row.params), []).append(row)
     for _ in range(plan.processes):
-        for backend, group in by_backend.items():
+        for (backend, _tf32), group in by_backend.items():
             _bare_process(backend, group, plan, env)
 
 
@@ -296,6 +373,10 @@ def _bare_process(backend: str, group: list[Row], plan: BarePlan, env: dict[str,
         row.frameworks = answer.get("frameworks", [])
         if streams:
             row.bare_runs.append(streams)
+            if "device" in answer:
+                row.device_runs.append(answer["device"])
+            if "events" in answer:
+                row.event_runs.append(answer["events"])
             row.bare_seconds = statistics.median([s for run in row.bare_runs for s in run])
         elif not row.bare_runs:
             row.note = answer.get("note", "no bare figure")
@@ -456,6 +537,26 @@ def format_table(rows: Sequence[Row]) -> str:
         lines.append(f"{figures}  {flag:4} {row.key}")
         if row.note and row.ratio is None:
             lines.append(f"{'':41}{row.note}")
+    on_device = [r for r in rows if r.device_ratio is not None]
+    if on_device:
+        lines.append("")
+        lines.append(f"{'suite ms':>10} {'device ms':>10} {'events ms':>10} {'s/dev':>6}  benchmark")
+        for row in on_device:
+            suite, device, events = map(_ms, (row.suite_seconds, row.device_seconds, row.event_seconds))
+            lines.append(f"{suite:>10} {device:>10} {events:>10} {row.device_ratio:>6.3f}  {row.key}")
+        for framework in ("mlx", "torch"):
+            large = sorted(
+                r.device_ratio  # type: ignore[misc]
+                for r in on_device
+                if r.backend.startswith(framework) and (r.device_seconds or 0) >= DEVICE_GOAL_SECONDS
+            )
+            if large:
+                within = sum(abs(x - 1) <= DEVICE_GOAL for x in large)
+                lines.append(
+                    f"{framework} on the GPU, calls of 1 ms or more: suite/device median "
+                    f"{statistics.median(large):.3f} (min {large[0]:.3f}, max {large[-1]:.3f}); "
+                    f"{within}/{len(large)} within {DEVICE_GOAL:.0%}"
+                )
     info = summary(rows)
     lines.append(
         f"compared {info['compared']}, flagged {info['flagged']} (ratio outside 1 +- {LARGE_BOUND:.0%} at "

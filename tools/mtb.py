@@ -9,6 +9,8 @@ python -m tools.mtb find BENCH    the release that changed BENCH (asv find betwe
 python -m tools.mtb publish       asv's pages and ours (the report) under html/, working offline
 python -m tools.mtb report        changes, MLX/torch standing and triage as Markdown, JSON and site pages
 python -m tools.mtb error-rates   the detector's false flags and planted finds, measured on this machine
+python -m tools.mtb bundle        download what an offline CUDA host lacks, packed and split into parts
+python -m tools.mtb gpu           on a CUDA host: install a bundle, check both frameworks, run the suite
 python -m tools.mtb asv ARGS...   any asv command, with recorded results guarded and a clean stop
 """
 
@@ -33,8 +35,8 @@ from asv import util as asv_util
 from packaging.version import Version
 
 from benchmarks.harness import settings
+from tools import bundle, error_rates, ratios, site, triage
 from tools import detect as detect_tool
-from tools import error_rates, ratios, site, triage
 from tools import fidelity as fidelity_tool
 from tools import report as report_tool
 from tools import results as results_store
@@ -50,6 +52,9 @@ RUN_FLAGS = ("--skip-existing-successful", "--record-samples")
 TRIAGE_FILE = "triage.toml"
 # seconds between progress lines while a point runs
 PROGRESS_EVERY = 60.0
+# the asv configuration of a run in the Python already there (a CUDA host): no environments to build
+EXISTING_CONFIG = "asv.existing.conf.json"
+GPU_BACKENDS = ("mlx-gpu", "mlx-gpu-compiled", "torch-cuda", "torch-compile")
 
 
 def _log(message: str) -> None:
@@ -497,6 +502,34 @@ def build_parser() -> argparse.ArgumentParser:
     rates.add_argument("--no-run", action="store_true", help="evaluate the results already in --out")
     _detector_arguments(rates)
 
+    bun = sub.add_parser(
+        "bundle",
+        help="download what an offline CUDA host lacks (tools/bundle.py), split into parts",
+        formatter_class=HelpFormatter,
+    )
+    bun.add_argument("--out", type=Path, default=Path(".bundle"), help="folder for the manifest and parts")
+    bun.add_argument("--python", default="3.12", help="the host's Python, major.minor")
+    bun.add_argument("--part-mb", type=float, default=None, help="split into parts of this many MiB")
+    bun.add_argument("--no-timeline", action="store_true", help="leave the release timeline out")
+
+    gpu = sub.add_parser(
+        "gpu",
+        help="on a CUDA host: install a bundle, check torch and MLX see the GPU, run the suite with asv",
+        formatter_class=HelpFormatter,
+    )
+    gpu.add_argument("--bundle", type=Path, help="the folder `mtb bundle` made (omit if MLX is installed)")
+    gpu.add_argument(
+        "--site", type=Path, default=Path.home() / ".cache" / "mlx-torch-bench" / "site",
+        help="where the bundle's packages are installed",
+    )  # fmt: skip
+    gpu.add_argument("--machine", help="asv machine name (default: cuda-<device name>)")
+    gpu.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    gpu.add_argument(
+        "--backends", default=",".join(GPU_BACKENDS), help="comma list, or auto (every backend present)"
+    )
+    gpu.add_argument("--bench", help="asv --bench regular expression (default: everything)")
+    gpu.add_argument("--install-only", action="store_true", help="install and check, run nothing")
+
     guarded = sub.add_parser(
         "asv",
         help="any asv command with results guarded and a clean stop: mtb asv run --bench X ...",
@@ -579,6 +612,97 @@ def fidelity_job(args: argparse.Namespace) -> int:
     _log(f"wrote {out / 'fidelity.json'}")
     flagged = sum(r.flagged for r in rows)
     return 1 if args.strict and flagged else 0
+
+
+def bundle_job(args: argparse.Namespace) -> int:
+    timeline = None
+    if not args.no_timeline:
+        timeline = ROOT / ".timeline" / "default"
+        if not (timeline / tl.POINT_FILE).exists():
+            _log("building the default timeline (asv records the GPU run against one of its points)")
+            build_timeline(build_parser().parse_args(["timeline", "--mlx-range", DEFAULT_MLX_RANGE]))
+    try:
+        made = bundle.make(args.out, args.python, args.part_mb, timeline)
+    except bundle.BundleError as exc:
+        raise SystemExit(f"mtb bundle: {exc}") from None
+    size = sum(p.size for p in made.parts) / 2**20
+    _log(f"{len(made.wheels)} wheels, {size:.0f} MiB in {len(made.parts)} part(s) under {args.out}:")
+    for part in made.parts:
+        _log(f"  {part.file}  {part.size / 2**20:.1f} MiB")
+    _log(f"on the host: python3 -m tools.mtb gpu --bundle <folder holding {bundle.MANIFEST} and the parts>")
+    return 0
+
+
+def _device_slug(name: str) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", name.lower().replace("nvidia", "")).strip("-")
+    return f"cuda-{words or 'gpu'}"
+
+
+def gpu_job(args: argparse.Namespace) -> int:
+    """Install (when given a bundle), check, then the suite through asv in this Python."""
+    check_profile(args.profile)
+    if args.bench is not None:
+        try:
+            re.compile(args.bench)
+        except re.error as exc:
+            raise SystemExit(f"mtb: --bench {args.bench!r} is not a regular expression: {exc}") from None
+    site_dir = args.site.expanduser().resolve()
+    timeline = ROOT / ".timeline" / "default"
+    try:
+        if args.bundle is not None:
+            bundle.install(args.bundle, site_dir, timeline, _log)
+        if site_dir.is_dir():
+            bundle.link_cuda_libraries(site_dir)
+        path = os.pathsep.join(str(p) for p in (site_dir, ROOT) if p.is_dir())
+        # asv gives benchmark processes ASV_PYTHONPATH, not PYTHONPATH
+        os.environ.update(PYTHONPATH=path, ASV_PYTHONPATH=path)
+        found = bundle.probe(dict(os.environ))
+        bundle.check_frameworks(found, site_dir)
+    except bundle.BundleError as exc:
+        raise SystemExit(f"mtb gpu: {exc}") from None
+    _log(f"torch {found['torch']} and MLX {found['mlx']} see the GPU ({found.get('device')})")
+    if args.install_only:
+        return 0
+    if not (timeline / tl.POINT_FILE).exists():
+        raise SystemExit(
+            f"mtb gpu: no timeline at {timeline}: make the bundle with its timeline (`mtb bundle`), or build "
+            "it with `python3 -m tools.mtb timeline` where PyPI is reachable"
+        )
+    points = [p for p in tl.read_points(timeline) if p["pins"].get("mlx") == found["mlx"]]
+    if not points:
+        raise SystemExit(
+            f"mtb gpu: the timeline has no point for MLX {found['mlx']}: bundle an MLX release the timeline "
+            "holds, or rebuild the timeline to include it"
+        )
+    point = points[-1]
+    machine = args.machine or _device_slug(str(found.get("device", "gpu")))
+    backends = ",".join(resolve_backends(args.backends))
+    env = dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=backends, MTB_MACHINE=machine)
+    _log(f"machine {machine}; point {point['tag']} (torch here: {found['torch']}); backends {backends}")
+    started = time.monotonic()
+    config = ROOT / EXISTING_CONFIG
+    _asv(["machine", "--yes", "--machine", machine, "--config", EXISTING_CONFIG], env)
+    conf = asv_util.load_json(str(config), js_comments=True)
+    results_dir = ROOT / conf["results_dir"]
+    extra = ["--bench", args.bench] if args.bench else []
+    run = [
+        "run", "--config", EXISTING_CONFIG, "-E", f"existing:{sys.executable}", "--machine", machine,
+        "--set-commit-hash", point["commit"], *RUN_FLAGS, *extra,
+    ]  # fmt: skip
+    with results_store.guarded(results_dir, guard_folder(config), _log):
+        code = _asv(run, env, ok_codes=(0, 1, 2))
+    selected = set(selected_benchmarks(args.bench, env))
+    summary = results_store.summary(results_dir, [point], selected, machine=machine)
+    reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]])
+    print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
+    found_file = results_store.point_file(results_dir, point["commit"], machine)
+    if found_file is not None:
+        from tools import ceilings
+
+        for flag in ceilings.findings(found_file):
+            _log(f"timing bug: {flag.describe()}")
+    _log(f"done in {time.monotonic() - started:.0f} s; results in {results_dir / machine}")
+    return 1 if code == 1 or any(row.failed for row in summary) else 0
 
 
 def guard_folder(config: Path) -> Path:
@@ -821,6 +945,10 @@ def run_command(args: argparse.Namespace) -> int:
         return 0 if publish_site(config, dict(os.environ)) else 1
     elif args.command == "error-rates":
         return error_rates_job(args)
+    elif args.command == "bundle":
+        return bundle_job(args)
+    elif args.command == "gpu":
+        return gpu_job(args)
     elif args.command == "timeline":
         build_timeline(args)
     elif args.command == "probe":

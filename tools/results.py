@@ -289,8 +289,11 @@ def summarise_point(point: str, path: Path | None, selected: set[str]) -> PointS
     return PointSummary(point, ran, skipped, failed, len(selected - set(rows)))
 
 
-def summary(results_dir: Path, points: list[dict[str, str]], selected: set[str]) -> list[PointSummary]:
-    return [summarise_point(p["tag"], point_file(results_dir, p["commit"]), selected) for p in points]
+def summary(
+    results_dir: Path, points: list[dict[str, str]], selected: set[str], machine: str | None = None
+) -> list[PointSummary]:
+    files = [point_file(results_dir, p["commit"], machine) for p in points]
+    return [summarise_point(p["tag"], f, selected) for p, f in zip(points, files, strict=True)]
 
 
 def skip_reasons(facts_dir: Path, commits: list[str]) -> Counter[str]:

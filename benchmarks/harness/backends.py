@@ -132,8 +132,9 @@ class Backend:
     def unavailable_reason(self) -> str | None:
         raise NotImplementedError
 
-    def activate(self) -> None:
-        """Make this backend the current one for the process (device, threads, precision)."""
+    def activate(self, float32_matmul: str | None = None) -> None:
+        """Make this backend the current one for the process (device, threads, and float32 matrix
+        products in ``float32_matmul``: ieee or tf32, by default MTB_FLOAT32_MATMUL's)."""
         raise NotImplementedError
 
     # ----- data ------------------------------------------------------------------------------
@@ -220,8 +221,9 @@ class MlxBackend(Backend):
             return f"{self.name}: this MLX ({mx.__version__}) has no GPU backend on this machine"
         return None
 
-    def activate(self) -> None:
+    def activate(self, float32_matmul: str | None = None) -> None:
         mx.set_default_device(self._mx_device())
+        frameworks.set_mlx_float32_matmul(float32_matmul or frameworks.float32_matmul_precision())
 
     def asarray(self, array: np.ndarray, dtype: str) -> Any:
         if array.dtype.kind in "iu":
@@ -329,9 +331,9 @@ class TorchBackend(Backend):
             return f"{self.name}: no MPS device (Apple silicon with macOS 12.3+ is needed)"
         return None
 
-    def activate(self) -> None:
+    def activate(self, float32_matmul: str | None = None) -> None:
         torch.set_num_threads(_threads())
-        tf32 = frameworks.float32_matmul_precision() == "tf32"
+        tf32 = (float32_matmul or frameworks.float32_matmul_precision()) == "tf32"
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32  # torch's default here is True: equalise it with MLX
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
@@ -450,7 +452,7 @@ def selected_backend_names() -> list[str]:
     return list(settings.read("MTB_BACKENDS"))
 
 
-def require_backend(name: str) -> Backend:
+def require_backend(name: str, float32_matmul: str | None = None) -> Backend:
     """The backend, activated; ``NotImplementedError`` (an asv skip) with the reason if it cannot run."""
     try:
         backend = get_backend(name)
@@ -459,5 +461,5 @@ def require_backend(name: str) -> Backend:
     reason = backend.unavailable_reason()
     if reason:
         raise NotImplementedError(reason)
-    backend.activate()
+    backend.activate(float32_matmul)
     return backend

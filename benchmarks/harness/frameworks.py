@@ -30,8 +30,15 @@ def float32_matmul_precision() -> str:
 # A bad setting stops the import: asv then stops before it runs or records anything.
 settings.require_valid()
 
-# Forced, not defaulted: an inherited MLX_ENABLE_TF32=1 would make MLX use TF32 while torch does not.
+# Forced, not defaulted: MLX's own default is TF32 on (MLX_ENABLE_TF32 unset reads as 1 since 0.26 at
+# least), and an inherited value would make MLX use TF32 where torch does not.
 os.environ["MLX_ENABLE_TF32"] = "1" if float32_matmul_precision() == "tf32" else "0"
+
+
+def set_mlx_float32_matmul(mode: str) -> None:
+    """MLX reads MLX_ENABLE_TF32 once, at its first matrix product in a process: a benchmark process
+    (one parameter set) sets it before that."""
+    os.environ["MLX_ENABLE_TF32"] = "1" if mode == "tf32" else "0"
 
 
 def _optional_import(name: str) -> tuple[ModuleType | None, str | None]:

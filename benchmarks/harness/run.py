@@ -16,10 +16,20 @@ from benchmarks.harness import inputs as op_inputs
 from benchmarks.harness import parity
 from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
+from benchmarks.harness.peaks import device_class
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
 from benchmarks.harness.timing import TimedCall
 
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "tf32": 4}
+# ``tf32``: float32 data, matrix products in TF32 on the GPU's tensor cores (both frameworks' switch), a
+# labelled variant beside ``float32``, which is IEEE float32 unless MTB_FLOAT32_MATMUL says otherwise.
+TF32 = "tf32"
+
+
+def storage_dtype(dtype: str) -> str:
+    return "float32" if dtype == TF32 else dtype
+
+
 # Host copies of the inputs (float64 for the reference) plus device inputs, outputs and workspace.
 MEMORY_HEADROOM = 3.0
 
@@ -53,9 +63,11 @@ class OpRun:
     ) -> OpRun:
         """Everything outside the timed region.  Raises ``NotImplementedError`` (an asv skip) with the
         reason when the combination cannot run here."""
-        backend = require_backend(backend_name)
         if dtype not in ITEMSIZE:
             raise NotImplementedError(f"unknown dtype {dtype!r}; known: {', '.join(ITEMSIZE)}")
+        backend = require_backend(backend_name, "tf32" if dtype == TF32 else None)
+        if dtype == TF32 and device_class(backend) == "cpu":
+            raise NotImplementedError(f"{backend.name}: TF32 is a math mode of NVIDIA GPUs, not of CPUs")
         try:
             index, case = spec.find_case(profile.name, case_label)
         except KeyError as exc:
@@ -73,17 +85,19 @@ class OpRun:
                 f"larger machine"
             )
 
+        storage = storage_dtype(dtype)
+
         def maker(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
             return spec.make_inputs(rng, case)
 
         if seed is None:  # the suite's inputs: the same in every process, so made once and kept
             stable = stable_seed(spec.name, case.label)
-            inputs = op_inputs.cached(spec.name, case.label, dtype, stable, maker, spec.make_inputs)
+            inputs = op_inputs.cached(spec.name, case.label, storage, stable, maker, spec.make_inputs)
         else:  # a test's fresh draw: used once
-            inputs = op_inputs.make(seed, maker, dtype)
+            inputs = op_inputs.make(seed, maker, storage)
         try:
             placed = spec.torch_inputs(case, inputs) if backend.framework == "torch" else inputs
-            args = tuple(backend.asarray(a, dtype) for a in placed)
+            args = tuple(backend.asarray(a, storage) for a in placed)
             make = spec.mlx if backend.framework == "mlx" else spec.torch
             fn = backend.prepare(make(case), args)
         except NotImplementedError:

@@ -11,7 +11,7 @@ from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
-from benchmarks.harness.run import OpRun
+from benchmarks.harness.run import TF32, OpRun
 from benchmarks.harness.timing import TimedCall, per_call_clock
 
 PARAM_NAMES = ["case", "dtype", "backend"]
@@ -40,9 +40,15 @@ def release_prepared() -> None:
     _prepared.clear()
 
 
+GPU_BACKENDS = ("mlx-gpu", "mlx-gpu-compiled", "torch-cuda")
+
+
 def op_dtypes(spec: OpSpec) -> list[str]:
+    """float32; float16/bfloat16 where the op declares them; and, for matrix-product-bound ops in a run
+    with a GPU backend, ``tf32`` (float32 data, TF32 tensor-core math), labelled beside IEEE float32."""
     profile = active_profile()
-    return ["float32", *(profile.low_precision_dtypes if spec.low_precision else ())]
+    tf32 = [TF32] if spec.bound == "compute" and set(GPU_BACKENDS) & set(selected_backend_names()) else []
+    return ["float32", *tf32, *(profile.low_precision_dtypes if spec.low_precision else ())]
 
 
 def op_benchmark(spec: OpSpec) -> type:
