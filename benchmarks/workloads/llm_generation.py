@@ -11,20 +11,34 @@ prefilled in one call that projects only its last position onto the vocabulary, 
 side waits for the host between decode steps (MLX evaluates asynchronously, torch keeps the token on its
 device); the whole generation is synchronised once at the end.
 
-Metrics: time to first token (prefill), whole generation time, prefill and decode tokens/s, the peak
-memory a generation adds on top of the weights (KV cache, activations) and the weights' own bytes.
+Decoding comes in the variants users deploy, as the ``decode`` parameter.  ``eager``: transformers'
+per-token loop with its dynamic cache, and mlx-lm's model in its own loop (asynchronous evaluation).
+``graph``: on torch, a static KV cache and the one-token decode step captured once in a CUDA graph and
+replayed for every token (a captured graph rather than ``torch.compile(mode="reduce-overhead")``, which
+fails over transformers' static cache with "accessing tensor output of CUDAGraphs that has been
+overwritten", while transformers' own compile skips CUDA graphs for "mutated inputs").  MLX has no such
+variant: mlx-lm's cache advances by a Python integer offset every token, which ``mx.compile`` would
+freeze into the graph, and mlx-lm does not compile its decode step; that combination is skipped with the
+reason.  Every variant decodes the same greedy tokens (tests/workloads/test_llm_generation.py).
+
+Metrics: time to first token (prefill), whole generation time, prefill and decode tokens/s (from the
+medians of the samples), decode speed as a fraction of the device's bandwidth limit (the weights' bytes
+read once per token at the copy bandwidth measured in the same process), the peak memory a generation
+adds on top of the weights (KV cache, activations) and the weights' own bytes.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import peaks
 from benchmarks.harness.backends import Backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
 from benchmarks.harness.jobs import FromTimings, JobSpec, Track, job_benchmark, measure_all
@@ -250,6 +264,76 @@ class TorchGenerator:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())  # tied ones once
 
 
+class TorchGraphGenerator(TorchGenerator):
+    """A static KV cache, and the one-token decode step captured in a CUDA graph once and replayed for
+    every token.  ``capture=False`` runs the same static-cache step eagerly (the CPU tests check its
+    tokens against the dynamic cache's)."""
+
+    def __init__(
+        self, model: Any, backend: Backend, dtype: str, max_tokens: int, capture: bool = True
+    ) -> None:
+        super().__init__(model, backend, dtype)
+        from transformers import StaticCache
+
+        device = backend.torch_device()
+        self.capture = capture
+        self.cache = StaticCache(config=self.model.config, max_cache_len=max_tokens)
+        self.token = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self.position = torch.zeros((1,), dtype=torch.long, device=device)
+        self.next_token: Any = None
+        self.graph: Any = None
+
+    def _step(self) -> Any:
+        out = self.model(
+            input_ids=self.token, past_key_values=self.cache, cache_position=self.position,
+            use_cache=True, logits_to_keep=1,
+        )  # fmt: skip
+        return out.logits[:, -1].argmax(-1, keepdim=True)
+
+    def prefill(self, prompt: Any) -> tuple[Any, Any]:
+        self.cache.reset()  # zeroes the cache in place: the captured graph keeps its tensors
+        positions = torch.arange(prompt.shape[1], device=prompt.device)
+        out = self.model(
+            input_ids=prompt, past_key_values=self.cache, cache_position=positions,
+            use_cache=True, logits_to_keep=1,
+        )  # fmt: skip
+        return out.logits[:, -1].argmax(-1, keepdim=True), self.cache
+
+    def _captured(self) -> None:
+        """Capture the step (after warm-up steps on a side stream, as CUDA graphs require); the steps
+        wrote into the cache, so the caller prefills again."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.next_token = self._step()
+
+    def generate(self, prompt: Any, new_tokens: int) -> Any:
+        with torch.inference_mode():
+            token, _ = self.prefill(prompt)
+            start = prompt.shape[1]
+            if self.capture and self.graph is None:
+                self.token.copy_(token)
+                self.position.fill_(start)
+                self._captured()
+                token, _ = self.prefill(prompt)
+            tokens = [token]
+            for index in range(new_tokens - 1):
+                self.token.copy_(token)
+                self.position.fill_(start + index)
+                if self.capture:
+                    self.graph.replay()
+                    token = self.next_token.clone()
+                else:
+                    token = self._step()
+                tokens.append(token)
+            return torch.cat(tokens, dim=1)
+
+
 class MlxGenerator:
     def __init__(self, model: Any, backend: Backend, dtype: str) -> None:
         self.backend = backend
@@ -292,9 +376,35 @@ class MlxGenerator:
         return sum(a.nbytes for _, a in tree_flatten(self.model.parameters()))
 
 
-def make_generator(backend: Backend, config: Any, dtype: str, checkpoint: Any = None, seed: int = 0) -> Any:
+DECODE_VARIANTS = ("eager", "graph")
+
+
+def decode_skip_reason(backend: Backend, decode: str) -> str | None:
+    if decode not in DECODE_VARIANTS:
+        return f"unknown decode variant {decode!r}; known: {', '.join(DECODE_VARIANTS)}"
+    if decode == "graph" and backend.framework == "mlx":
+        return (
+            "decode=graph: mlx-lm's KV cache advances by a Python integer offset every token, which "
+            "mx.compile would freeze into the graph; mlx-lm does not compile its decode step"
+        )
+    if decode == "graph" and backend.torch_device() != "cuda":  # type: ignore[attr-defined]
+        return "decode=graph captures the decode step in a CUDA graph: it needs a CUDA device"
+    return None
+
+
+def make_generator(
+    backend: Backend,
+    config: Any,
+    dtype: str,
+    checkpoint: Any = None,
+    seed: int = 0,
+    decode: str = "eager",
+    max_tokens: int = 0,
+) -> Any:
     torch_model = build_torch_model(config, seed, checkpoint)
     if backend.framework == "torch":
+        if decode == "graph":
+            return TorchGraphGenerator(torch_model, backend, dtype, max_tokens)
         return TorchGenerator(torch_model, backend, dtype)
     model = build_mlx_model(config, torch_model, dtype)
     del torch_model
@@ -321,8 +431,13 @@ def generation_bytes(config: Any, dtype: str, prompt: int, new: int, framework: 
 # One prepared job per benchmark process
 # ---------------------------------------------------------------------------------------------------
 class GenerationJob:
-    def __init__(self, backend_name: str, model: str, dtype: str, config: GenerationConfig) -> None:
+    def __init__(
+        self, backend_name: str, model: str, dtype: str, decode: str, config: GenerationConfig
+    ) -> None:
         self.backend = eager_backend(backend_name, "LLM generation")
+        reason = decode_skip_reason(self.backend, decode)
+        if reason:
+            raise NotImplementedError(f"{backend_name}: {reason}")
         require_module("transformers", "LLM generation")
         if self.backend.framework == "mlx":
             require_module("mlx_lm", "LLM generation")
@@ -337,7 +452,10 @@ class GenerationJob:
         needed = generation_bytes(hf, dtype, config.prompt_tokens, config.new_tokens, self.backend.framework)
         require_memory(self.backend, needed, f"{model} generation in {dtype}")
         self.config = config
-        self.generator = make_generator(self.backend, hf, dtype, checkpoint)
+        self.generator = make_generator(
+            self.backend, hf, dtype, checkpoint, decode=decode,
+            max_tokens=config.prompt_tokens + config.new_tokens,
+        )  # fmt: skip
         self.prompt = self.backend.asarray(make_prompt(hf, config.prompt_tokens), "int64")
         self.generate()  # warm-up: kernels, allocator caches
 
@@ -352,11 +470,26 @@ class GenerationJob:
     def peak_bytes(self) -> int:
         return peak_bytes(self.backend, self.generate)
 
+    def bandwidth_bytes_per_s(self) -> float:
+        """The device's copy bandwidth, measured once in this process (the decode's limit)."""
+        if not hasattr(self, "_bandwidth"):
+            self._bandwidth = peaks.copy_bandwidth(self.backend)
+        return self._bandwidth
+
 
 def decode_tokens_per_s(job: GenerationJob, timings: Mapping[str, list[float]]) -> float:
-    """Tokens after the first over the time they add to the prefill (fastest sample of each)."""
-    decode = min(timings["generate_seconds"]) - min(timings["time_to_first_token_seconds"])
+    """Tokens after the first over the time they add to the prefill (median sample of each)."""
+    median = statistics.median
+    decode = median(timings["generate_seconds"]) - median(timings["time_to_first_token_seconds"])
     return (job.config.new_tokens - 1) / decode if decode > 0 else math.nan
+
+
+def decode_bandwidth_fraction(job: GenerationJob, timings: Mapping[str, list[float]]) -> float:
+    """Decode tokens/s over the bandwidth limit: every token reads the weights once, so no decode runs
+    faster than the copy bandwidth over the weights' bytes (unless the weights fit in a cache: the quick
+    profile's shrunk models do on large CPU caches)."""
+    limit = job.bandwidth_bytes_per_s() / job.generator.weight_bytes()
+    return decode_tokens_per_s(job, timings) / limit
 
 
 LLM_JOB = JobSpec(
@@ -364,18 +497,29 @@ LLM_JOB = JobSpec(
     module=__name__,
     preimport=("transformers.models.llama.modeling_llama", "transformers.models.phi.modeling_phi"),
     doc="Greedy generation with a KV cache: prefill (time to first token) and a fixed number of tokens.",
-    params=[selected_backend_names(), list(ARCHITECTURES), list(CONFIGS[active_profile().name].dtypes)],
-    param_names=["backend", "model", "dtype"],
-    build=lambda backend, model, dtype: GenerationJob(backend, model, dtype, CONFIGS[active_profile().name]),
+    params=[
+        selected_backend_names(),
+        list(ARCHITECTURES),
+        list(CONFIGS[active_profile().name].dtypes),
+        list(DECODE_VARIANTS),
+    ],
+    param_names=["backend", "model", "dtype", "decode"],
+    build=lambda backend, model, dtype, decode: GenerationJob(
+        backend, model, dtype, decode, CONFIGS[active_profile().name]
+    ),
     timings={
         "time_to_first_token_seconds": lambda job: job.first_token,
         "generate_seconds": lambda job: job.generate,
     },
     tracks={
         "prefill_tokens_per_s": FromTimings(
-            "tokens/s", lambda job, t: job.config.prompt_tokens / min(t["time_to_first_token_seconds"])
+            "tokens/s",
+            lambda job, t: job.config.prompt_tokens / statistics.median(t["time_to_first_token_seconds"]),
         ),
         "decode_tokens_per_s": FromTimings("tokens/s", decode_tokens_per_s),
+        "decode_bandwidth_fraction": FromTimings(
+            "fraction of the bandwidth limit", decode_bandwidth_fraction
+        ),
         "generate_peak_memory": Track("bytes", GenerationJob.peak_bytes),
         "weights_memory": Track("bytes", lambda job: job.generator.weight_bytes()),
     },

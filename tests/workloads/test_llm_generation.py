@@ -118,31 +118,51 @@ def test_bfloat16_generation_stays_close_to_the_other_framework():
 @pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
 def test_benchmark_class_runs_on_the_quick_profile(backend, monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "quick")
-    figures = run_job_class(llm.LLMGeneration, backend, "tinyllama", "float32")
+    figures = run_job_class(llm.LLMGeneration, backend, "tinyllama", "float32", "eager")
     for timing in ("track_generate_seconds", "track_time_to_first_token_seconds"):
         assert min(figures[timing]["samples"]) > 0
     assert figures["track_prefill_tokens_per_s"] > 0
     assert figures["track_decode_tokens_per_s"] > 0
+    # the quick profile's weights (66 MB) fit in this CPU's cache: the fraction may pass 1 here
+    assert figures["track_decode_bandwidth_fraction"] > 0
     config = llm.hf_config(llm.ARCHITECTURES["tinyllama"], shrink=True)
     assert figures["track_weights_memory"] == 4 * llm.parameter_count(config)
     kv_bytes = 4 * 2 * config.num_hidden_layers * (64 + 16) * config.num_key_value_heads * 32
     assert figures["track_generate_peak_memory"] >= 0.9 * kv_bytes
-    job = llm.LLM_JOB.build(backend, "tinyllama", "float32")
+    job = llm.LLM_JOB.build(backend, "tinyllama", "float32", "eager")
     assert job.backend.to_numpy(job.generate()).shape == (1, llm.CONFIGS["quick"].new_tokens)
 
 
 @pytest.mark.parametrize(
-    ("backend", "dtype", "message"),
+    ("backend", "dtype", "decode", "message"),
     [
-        ("torch-compile", "float32", "runs eagerly"),
-        ("no-such-backend", "float32", "unknown backend"),
-        ("torch-cpu", "float16", "quick profile runs"),
+        ("torch-compile", "float32", "eager", "runs eagerly"),
+        ("no-such-backend", "float32", "eager", "unknown backend"),
+        ("torch-cpu", "float16", "eager", "quick profile runs"),
+        ("torch-cpu", "float32", "graph", "needs a CUDA device"),
+        (MLX_TEST_BACKEND, "float32", "graph", "mlx-lm does not compile its decode step"),
     ],
 )
-def test_what_cannot_run_is_skipped_with_a_reason(backend, dtype, message, monkeypatch):
+def test_what_cannot_run_is_skipped_with_a_reason(backend, dtype, decode, message, monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "quick")
     with pytest.raises(NotImplementedError, match=message):
-        run_job_class(llm.LLMGeneration, backend, "phi-2", dtype)
+        run_job_class(llm.LLMGeneration, backend, "phi-2", dtype, decode)
+
+
+@pytest.mark.parametrize("model", ["tinyllama", "phi-2"])
+def test_the_static_cache_step_decodes_the_same_greedy_tokens(model):
+    """The captured decode variant's step (static cache, fixed-shape inputs) run eagerly: the same
+    tokens as transformers' dynamic cache loop, twice in a row (the cache is reset in place)."""
+    config = _config(model)
+    backend = require_backend(TORCH_TEST_BACKEND)
+    dynamic = llm.make_generator(backend, config, "float32")
+    static = llm.TorchGraphGenerator(
+        llm.build_torch_model(config), backend, "float32", max_tokens=40, capture=False
+    )
+    prompt = backend.asarray(llm.make_prompt(config, 24), "int64")
+    expected = backend.to_numpy(dynamic.generate(prompt, 16))
+    for _ in range(2):
+        np.testing.assert_array_equal(backend.to_numpy(static.generate(prompt, 16)), expected)
 
 
 def test_a_missing_mlx_lm_skips_the_mlx_side_with_a_reason(monkeypatch):
@@ -150,7 +170,7 @@ def test_a_missing_mlx_lm_skips_the_mlx_side_with_a_reason(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "mlx_lm", None)  # what an MLX release without an mlx-lm looks like
     with pytest.raises(NotImplementedError, match="needs mlx_lm, which cannot be imported"):
-        llm.GenerationJob(MLX_TEST_BACKEND, "tinyllama", "float32", llm.CONFIGS["quick"])
+        llm.GenerationJob(MLX_TEST_BACKEND, "tinyllama", "float32", "eager", llm.CONFIGS["quick"])
 
 
 def test_mlx_lm_before_0_27_calling_convention_is_supported():
@@ -177,7 +197,7 @@ def test_a_model_too_large_for_the_memory_is_skipped_with_a_reason(monkeypatch):
 
     monkeypatch.setattr(type(get_backend("torch-cpu")), "available_bytes", lambda self: 2 * 1024**3)
     with pytest.raises(NotImplementedError, match=r"phi-2 generation in float32 needs about 10\.\d GiB"):
-        llm.GenerationJob("torch-cpu", "phi-2", "float32", llm.CONFIGS["full"])
+        llm.GenerationJob("torch-cpu", "phi-2", "float32", "eager", llm.CONFIGS["full"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,7 +243,7 @@ def test_a_local_checkpoint_feeds_both_frameworks(tiny_checkpoint, monkeypatch):
 def test_the_job_uses_the_checkpoint_named_in_the_environment(tiny_checkpoint, monkeypatch):
     path, _ = tiny_checkpoint
     monkeypatch.setenv("MTB_CHECKPOINT_TINYLLAMA", str(path))
-    job = llm.GenerationJob("torch-cpu", "tinyllama", "float32", llm.CONFIGS["quick"])
+    job = llm.GenerationJob("torch-cpu", "tinyllama", "float32", "eager", llm.CONFIGS["quick"])
     assert job.generator.model.config.vocab_size == 512
 
 
