@@ -11,6 +11,7 @@ python -m tools.mtb report        changes, MLX/torch standing and triage as Mark
 python -m tools.mtb error-rates   the detector's false flags and planted finds, measured on this machine
 python -m tools.mtb bundle        download what an offline CUDA host lacks, packed and split into parts
 python -m tools.mtb gpu           on a CUDA host: install a bundle, check both frameworks, run the suite
+python -m tools.mtb job NAME P..  one parameter set of a workload job, measured now as asv measures it
 python -m tools.mtb asv ARGS...   any asv command, with recorded results guarded and a clean stop
 """
 
@@ -530,6 +531,15 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--bench", help="asv --bench regular expression (default: everything)")
     gpu.add_argument("--install-only", action="store_true", help="install and check, run nothing")
 
+    job = sub.add_parser(
+        "job",
+        help="measure one parameter set of a workload job now, in a fresh process as asv does",
+        formatter_class=HelpFormatter,
+    )
+    job.add_argument("name", help="the job's class, e.g. LLMGeneration")
+    job.add_argument("params", nargs="+", help="its parameter values in order, e.g. torch-cuda tinyllama ...")
+    job.add_argument("--json", type=Path, help="also write the figures here")
+
     guarded = sub.add_parser(
         "asv",
         help="any asv command with results guarded and a clean stop: mtb asv run --bench X ...",
@@ -676,22 +686,29 @@ def gpu_job(args: argparse.Namespace) -> int:
         )
     point = points[-1]
     machine = args.machine or _device_slug(str(found.get("device", "gpu")))
-    backends = ",".join(resolve_backends(args.backends))
-    env = dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=backends, MTB_MACHINE=machine)
-    _log(f"machine {machine}; point {point['tag']} (torch here: {found['torch']}); backends {backends}")
+    _log(f"machine {machine}; point {point['tag']} (torch here: {found['torch']})")
+    return run_existing(machine, point, args.backends, args.profile, args.bench)
+
+
+def run_existing(machine: str, point: dict, backends_choice: str, profile: str, bench: str | None) -> int:
+    """The suite through asv in this Python (no environment built), recorded against ``point`` of the
+    timeline on ``machine``; results guarded as in ``main``."""
+    backends = ",".join(resolve_backends(backends_choice))
+    env = dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backends, MTB_MACHINE=machine)
+    _log(f"backends {backends}")
     started = time.monotonic()
     config = ROOT / EXISTING_CONFIG
     _asv(["machine", "--yes", "--machine", machine, "--config", EXISTING_CONFIG], env)
     conf = asv_util.load_json(str(config), js_comments=True)
     results_dir = ROOT / conf["results_dir"]
-    extra = ["--bench", args.bench] if args.bench else []
+    extra = ["--bench", bench] if bench else []
     run = [
         "run", "--config", EXISTING_CONFIG, "-E", f"existing:{sys.executable}", "--machine", machine,
         "--set-commit-hash", point["commit"], *RUN_FLAGS, *extra,
     ]  # fmt: skip
     with results_store.guarded(results_dir, guard_folder(config), _log):
         code = _asv(run, env, ok_codes=(0, 1, 2))
-    selected = set(selected_benchmarks(args.bench, env))
+    selected = set(selected_benchmarks(bench, env))
     summary = results_store.summary(results_dir, [point], selected, machine=machine)
     reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]])
     print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
@@ -703,6 +720,47 @@ def gpu_job(args: argparse.Namespace) -> int:
             _log(f"timing bug: {flag.describe()}")
     _log(f"done in {time.monotonic() - started:.0f} s; results in {results_dir / machine}")
     return 1 if code == 1 or any(row.failed for row in summary) else 0
+
+
+def job_command(args: argparse.Namespace) -> int:
+    """The figures of one parameter set, from the measuring process asv's ``setup_cache`` would start."""
+    import importlib
+    import pkgutil
+    import statistics
+
+    from benchmarks import workloads
+    from benchmarks.harness import jobs
+
+    check_settings()
+    specs = {}
+    for module in pkgutil.iter_modules(workloads.__path__):
+        loaded = importlib.import_module(f"benchmarks.workloads.{module.name}")
+        for value in vars(loaded).values():
+            spec = getattr(value, "spec", None)
+            if isinstance(spec, jobs.JobSpec):
+                specs[spec.name] = spec
+    spec = specs.get(args.name)
+    if spec is None:
+        raise SystemExit(f"mtb job: no workload job {args.name!r}; jobs: {', '.join(sorted(specs))}")
+    params = spec.declared(args.params)
+    if params is None:
+        named = zip(spec.param_names, spec.params, strict=True)
+        choices = "; ".join(f"{n}: {', '.join(map(str, p))}" for n, p in named)
+        raise SystemExit(f"mtb job: {args.name} has no parameter set {args.params}; parameters are {choices}")
+    result = jobs.measure_in_process(spec, params)
+    if args.json:
+        args.json.write_text(json.dumps({"job": spec.name, "params": args.params, **result}, indent=1))
+    if "skip" in result or "error" in result:
+        print(f"{spec.name} {' '.join(args.params)}: {result.get('skip') or result.get('error')}")
+        return 0 if "skip" in result else 1
+    for metric, samples in result["timings"].items():
+        q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [samples[0]] * 3
+        print(f"{metric:<34} median {q[1]:.6g} s (q25 {q[0]:.6g}, q75 {q[2]:.6g}, {len(samples)} samples)")
+    for metric, value in result["tracks"].items():
+        print(f"{metric:<34} {value:.6g}")
+    for metric, error in result["errors"].items():
+        print(f"{metric:<34} failed: {error}")
+    return 1 if result["errors"] else 0
 
 
 def guard_folder(config: Path) -> Path:
@@ -945,6 +1003,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 0 if publish_site(config, dict(os.environ)) else 1
     elif args.command == "error-rates":
         return error_rates_job(args)
+    elif args.command == "job":
+        return job_command(args)
     elif args.command == "bundle":
         return bundle_job(args)
     elif args.command == "gpu":

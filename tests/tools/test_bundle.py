@@ -1,0 +1,113 @@
+"""The offline GPU bundle: what it downloads, how it splits and joins, and the one-line refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tools import bundle, mtb
+
+
+def fake_download(requirements, python, dest):
+    """Stands in for pip: one small file per requirement, named as pip names wheels."""
+    for requirement in requirements:
+        name, version = requirement.split("==")
+        (dest / f"{name.replace('-', '_')}-{version}-py3-none-any.whl").write_bytes(
+            (requirement * 50_000).encode()
+        )
+
+
+@pytest.fixture
+def timeline(tmp_path):
+    repo = tmp_path / "timeline"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "timeline-point.json").write_text("{}")
+    return repo
+
+
+def test_the_bundle_names_what_a_cuda_host_lacks():
+    names = {r.split("==")[0] for r in bundle.REQUIREMENTS}
+    assert {"mlx", "mlx-cuda-13", "asv", "asv-runner", "mlx-lm", "mlx-whisper"} <= names
+    assert all("==" in r for r in bundle.REQUIREMENTS), "every wheel is pinned"
+    assert "manylinux_2_35_x86_64" in bundle.PLATFORMS and "manylinux2014_x86_64" in bundle.PLATFORMS
+
+
+def test_parts_split_and_join_back_to_the_same_archive(tmp_path, timeline):
+    out = tmp_path / "bundle"
+    made = bundle.make(out, "3.12", 0.5, timeline, download=fake_download)
+    assert len(made.wheels) == len(bundle.REQUIREMENTS)
+    assert len(made.parts) >= 3 and all(p.size <= 0.5 * 2**20 for p in made.parts)
+    assert sum(p.size for p in made.parts) == made.archive_size
+    assert sorted(p.name for p in out.iterdir()) == sorted([bundle.MANIFEST, *(p.file for p in made.parts)])
+    read = bundle.Manifest.read(out)
+    assert read == made and read.timeline
+    joined = bundle.joined(out, read, tmp_path)
+    assert bundle.sha256_of(joined) == made.archive_sha256
+    # one part: no size given
+    single = bundle.make(tmp_path / "one", "3.12", None, None, download=fake_download)
+    assert len(single.parts) == 1 and not single.timeline
+
+
+def test_a_missing_or_damaged_part_is_named(tmp_path, timeline):
+    out = tmp_path / "bundle"
+    made = bundle.make(out, "3.12", 0.5, timeline, download=fake_download)
+    (out / made.parts[1].file).unlink()
+    with pytest.raises(bundle.BundleError, match=r"1 of \d+ bundle parts are not in .*part-001"):
+        bundle.joined(out, made, tmp_path)
+    made = bundle.make(out, "3.12", 0.5, timeline, download=fake_download)
+    damaged = out / made.parts[0].file
+    damaged.write_bytes(b"x" + damaged.read_bytes()[1:])
+    with pytest.raises(bundle.BundleError, match="part-000 is damaged or from another bundle"):
+        bundle.joined(out, made, tmp_path)
+
+
+def test_a_bundle_for_another_python_is_refused_before_anything_is_installed(tmp_path):
+    made = bundle.make(tmp_path / "b", "3.9", None, None, download=fake_download)
+    with pytest.raises(bundle.BundleError, match=r"made for Python 3\.9 and this is Python 3\.\d+.*--python"):
+        bundle.install(tmp_path / "b", tmp_path / "site", tmp_path / "timeline")
+    assert not (tmp_path / "site").exists()
+    assert made.python == "3.9"
+
+
+def test_no_manifest_and_bad_part_size_are_one_line_errors(tmp_path):
+    with pytest.raises(bundle.BundleError, match=r"bundle\.json is missing: point --bundle at the folder"):
+        bundle.Manifest.read(tmp_path)
+    with pytest.raises(bundle.BundleError, match="a part must be larger than 0 MB"):
+        bundle.make(tmp_path, "3.12", -1, None, download=fake_download)
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        ({"torch": "2.13.0+cpu", "torch_cuda": False}, "sees no CUDA device.*CPU machines use"),
+        (
+            {"torch_cuda": True, "mlx_error": "ImportError: libcublas.so.13: cannot open shared object file"},
+            "cannot load its libraries.*nvidia must point at",
+        ),
+        ({"torch_cuda": True, "mlx": "0.32.4", "mlx_cuda": False}, "has no CUDA device here.*mlx-cuda-13"),
+        ({"torch_error": "ModuleNotFoundError: torch"}, "torch cannot be imported"),
+    ],
+)
+def test_framework_checks_name_the_problem_and_the_fix(tmp_path, found, message):
+    with pytest.raises(bundle.BundleError, match=message):
+        bundle.check_frameworks(found, tmp_path)
+    bundle.check_frameworks({"torch_cuda": True, "mlx": "0.32.4", "mlx_cuda": True}, tmp_path)
+
+
+def test_mtb_gpu_on_a_machine_without_cuda_stops_with_one_line():
+    """Here (no GPU): a clear refusal before anything runs, not a skip hidden in the results."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tools.mtb", "gpu", "--install-only"],
+        cwd=mtb.ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sees no CUDA device" in lines[0], out.stderr
+
+
+def test_machine_names_come_from_the_device():
+    assert mtb._device_slug("NVIDIA H200") == "cuda-h200"
+    assert mtb._device_slug("NVIDIA H100 80GB HBM3") == "cuda-h100-80gb-hbm3"
