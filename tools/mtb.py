@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -32,7 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from asv import util as asv_util
 from packaging.version import Version
 
 from benchmarks.harness import settings
@@ -41,7 +41,6 @@ from tools import detect as detect_tool
 from tools import fidelity as fidelity_tool
 from tools import report as report_tool
 from tools import results as results_store
-from tools import spread as spread_tool
 from tools import timeline as tl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +55,14 @@ PROGRESS_EVERY = 60.0
 # the asv configuration of a run in the Python already there (a CUDA host): no environments to build
 EXISTING_CONFIG = "asv.existing.conf.json"
 GPU_BACKENDS = ("mlx-gpu", "mlx-gpu-compiled", "torch-cuda", "torch-compile")
+
+
+def load_conf(path: str) -> dict:
+    """An asv configuration (JSON with comments), read by asv's own reader.  asv is imported here, not
+    at the top: on a CUDA host `mtb gpu --bundle` installs asv before anything else needs it."""
+    from asv import util as asv_util
+
+    return asv_util.load_json(path, js_comments=True)
 
 
 def _log(message: str) -> None:
@@ -309,7 +316,7 @@ def main_job(
         _asv(["machine", "--yes", "--config", config], env)
     # asv 0.6.6 exits 1 from a successful `asv setup`; a real failure shows up in `asv run` below.
     _asv(["setup", "--config", config], env, ok_codes=(0, 1))
-    conf = asv_util.load_json(str(ROOT / config), js_comments=True)
+    conf = load_conf(str(ROOT / config))
     results_dir = ROOT / conf.get("results_dir", "results")
     with results_store.guarded(results_dir, guard_folder(ROOT / config), _log):
         failed = run_points(config, conf, env, bench, commits, started, total=len(selected))
@@ -334,7 +341,7 @@ def publish_site(config: Path, env: dict[str, str]) -> bool:
     """asv's pages (swapped in only when publishing succeeded, made to work offline), then ours (the
     report, ratios, triage and run facts under html/mtb/, linked from asv's navigation).  False when
     the results could not be reported on (said in one line); asv's pages are published all the same."""
-    conf = asv_util.load_json(str(config), js_comments=True)
+    conf = load_conf(str(config))
     html = config.resolve().parent / conf.get("html_dir", "html")
     site.publish(lambda args: _asv([*args, "--config", str(config)], env), html, _log)
     still_external = site.vendor_site(html, Path.home() / ".cache" / "mlx-torch-bench" / "npm")
@@ -663,6 +670,8 @@ def gpu_job(args: argparse.Namespace) -> int:
             bundle.install(args.bundle, site_dir, timeline, _log)
         if site_dir.is_dir():
             bundle.link_cuda_libraries(site_dir)
+            sys.path.insert(0, str(site_dir))  # asv, installed just now, for this process too
+            importlib.invalidate_caches()
         path = os.pathsep.join(str(p) for p in (site_dir, ROOT) if p.is_dir())
         # asv gives benchmark processes ASV_PYTHONPATH, not PYTHONPATH
         os.environ.update(PYTHONPATH=path, ASV_PYTHONPATH=path)
@@ -699,7 +708,7 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     started = time.monotonic()
     config = ROOT / EXISTING_CONFIG
     _asv(["machine", "--yes", "--machine", machine, "--config", EXISTING_CONFIG], env)
-    conf = asv_util.load_json(str(config), js_comments=True)
+    conf = load_conf(str(config))
     results_dir = ROOT / conf["results_dir"]
     extra = ["--bench", bench] if bench else []
     run = [
@@ -788,7 +797,7 @@ def guarded_asv(asv_args: Sequence[str]) -> int:
     config = _config_of(asv_args)
     if not config.is_file():
         raise SystemExit(f"mtb asv: no asv configuration {config}; pass --config PATH")
-    conf = asv_util.load_json(str(config), js_comments=True)
+    conf = load_conf(str(config))
     results_dir = config.resolve().parent / conf.get("results_dir", "results")
     with results_store.guarded(results_dir, guard_folder(config), _log):
         return _asv(asv_args, dict(os.environ), ok_codes=range(256), cwd=Path.cwd())
@@ -808,7 +817,7 @@ def detect_job(args: argparse.Namespace) -> int:
         groups.append((list(args.files), labels))
     else:
         config = ROOT / args.config  # (an absolute path stays itself)
-        conf = asv_util.load_json(str(config), js_comments=True)
+        conf = load_conf(str(config))
         base = config.resolve().parent  # asv reads the paths relative to the configuration
         repo, results_dir = base / conf["repo"], base / conf.get("results_dir", "results")
         if not (repo / tl.POINT_FILE).exists():
@@ -837,7 +846,7 @@ def find_job(args: argparse.Namespace) -> int:
     config = ROOT / args.config
     if not config.is_file():
         raise SystemExit(f"mtb find: no asv configuration {args.config}; pass --config PATH")
-    conf = asv_util.load_json(str(config), js_comments=True)
+    conf = load_conf(str(config))
     repo = config.resolve().parent / conf["repo"]
     if not (repo / tl.POINT_FILE).exists():
         raise SystemExit(f"mtb find: no timeline at {conf['repo']}; `python3 -m tools.mtb main` builds it")
@@ -886,7 +895,7 @@ def report_job(args: argparse.Namespace) -> int:
     for problem in report.problems:
         _log(f"problem: {problem}")
     if args.site:
-        conf = asv_util.load_json(str(config), js_comments=True)
+        conf = load_conf(str(config))
         html = config.resolve().parent / conf.get("html_dir", "html")
         pages = report_tool.write_site(report, html, config.resolve().parent / "facts")
         site.link_our_pages(html)
@@ -923,12 +932,12 @@ def error_rates_job(args: argparse.Namespace) -> int:
             tl.build_repo(points, out / "timeline", progress=lambda m: _log(m))
         except tl.TimelineError as exc:
             raise SystemExit(f"mtb error-rates: {exc}") from None
-        default = asv_util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)
+        default = load_conf(str(ROOT / "asv.conf.json"))
         error_rates.write_config(default, out, ROOT)
         main_job(args.profile, args.backends, args.bench, str(config), "main", publish=False)
     if not config.is_file():
         raise SystemExit(f"mtb error-rates: nothing measured in {out} yet; run without --no-run")
-    conf = asv_util.load_json(str(config), js_comments=True)
+    conf = load_conf(str(config))
     results_dir, points = Path(conf["results_dir"]), tl.read_points(Path(conf["repo"]))
     machines = sorted(p.name for p in results_dir.iterdir() if p.is_dir()) if results_dir.is_dir() else []
     report = {}
@@ -983,7 +992,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command in ("main", "timeline") and shutil.which("git") is None:
         raise SystemExit("mtb: asv and the timelines need git on PATH")
     if args.command == "main":
-        conf = asv_util.load_json(str(ROOT / args.config), js_comments=True)
+        conf = load_conf(str(ROOT / args.config))
         check_run_inputs(args, conf)
         if not args.no_timeline:
             build_timeline(args)
@@ -1016,6 +1025,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"{name:18s} {'available' if reason is None else reason}")
     elif args.command == "spread":
         try:
+            from tools import spread as spread_tool
+
             report = spread_tool.compare_files(args.first, args.second, min_seconds=args.min_ms / 1e3)
         except spread_tool.SpreadError as exc:
             raise SystemExit(f"mtb spread: {exc}") from None

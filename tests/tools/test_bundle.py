@@ -111,3 +111,15 @@ def test_mtb_gpu_on_a_machine_without_cuda_stops_with_one_line():
 def test_machine_names_come_from_the_device():
     assert mtb._device_slug("NVIDIA H200") == "cuda-h200"
     assert mtb._device_slug("NVIDIA H100 80GB HBM3") == "cuda-h100-80gb-hbm3"
+
+
+def test_mtb_gpu_starts_on_a_host_without_asv():
+    """A CUDA host has no asv until the bundle is installed: mtb must get as far as its checks."""
+    code = (
+        "import sys; sys.modules['asv'] = None; sys.modules['asv.util'] = None;"
+        "from tools import mtb; sys.exit(mtb.main(['gpu', '--install-only']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=mtb.ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 1 and "sees no CUDA device" in out.stderr, out.stderr
