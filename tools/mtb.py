@@ -703,7 +703,10 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     """The suite through asv in this Python (no environment built), recorded against ``point`` of the
     timeline on ``machine``; results guarded as in ``main``."""
     backends = ",".join(resolve_backends(backends_choice))
-    env = dict(os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backends, MTB_MACHINE=machine)
+    # asv names no environment for the benchmark processes of an existing Python: the facts need one
+    env = dict(
+        os.environ, MTB_PROFILE=profile, MTB_BACKENDS=backends, MTB_MACHINE=machine, ASV_ENV_NAME="existing"
+    )
     _log(f"backends {backends}")
     started = time.monotonic()
     config = ROOT / EXISTING_CONFIG

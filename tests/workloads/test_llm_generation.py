@@ -165,6 +165,22 @@ def test_the_static_cache_step_decodes_the_same_greedy_tokens(model):
         np.testing.assert_array_equal(backend.to_numpy(static.generate(prompt, 16)), expected)
 
 
+def test_the_captured_decode_step_decodes_the_same_tokens_on_cuda():
+    """decode=graph as the job runs it (captured once, replayed per token, twice in a row) against the
+    dynamic-cache loop; needs a CUDA device (MTB_TEST_BACKENDS=mlx-gpu,torch-cuda on a GPU host)."""
+    if TORCH_TEST_BACKEND != "torch-cuda":
+        pytest.skip("decode=graph captures a CUDA graph: run with MTB_TEST_BACKENDS=...,torch-cuda on a GPU")
+    config = _config("tinyllama")
+    backend = require_backend(TORCH_TEST_BACKEND)
+    dynamic = llm.make_generator(backend, config, "float32")
+    captured = llm.make_generator(backend, config, "float32", decode="graph", max_tokens=40)
+    prompt = backend.asarray(llm.make_prompt(config, 24), "int64")
+    expected = backend.to_numpy(dynamic.generate(prompt, 16))
+    for _ in range(2):
+        np.testing.assert_array_equal(backend.to_numpy(captured.generate(prompt, 16)), expected)
+    assert captured.graph is not None
+
+
 def test_a_missing_mlx_lm_skips_the_mlx_side_with_a_reason(monkeypatch):
     import sys
 
