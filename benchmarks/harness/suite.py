@@ -62,7 +62,10 @@ def op_benchmark(spec: OpSpec) -> type:
     def after_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
         """After every sample of ``time_forward``: the GPU's state after the round's first sample and
         after its last (asv stops a slow benchmark's round early; the first is then what is left)."""
-        run = prepared_run(spec, case, dtype, backend, profile)
+        # asv runs teardown after a skipped setup too: nothing prepared, nothing to read
+        run = _prepared.get((spec.name, case, dtype, backend, profile.name))
+        if run is None:
+            return
         done = run.timed.batches
         if done in (1, profile.repeat):
             phase = "after last sample" if done == profile.repeat else "after first sample"
