@@ -343,6 +343,8 @@ def publish_site(config: Path, env: dict[str, str]) -> bool:
     the results could not be reported on (said in one line); asv's pages are published all the same."""
     conf = load_conf(str(config))
     html = config.resolve().parent / conf.get("html_dir", "html")
+    if results_store.widen_benchmark_list(config.resolve().parent / conf.get("results_dir", "results")):
+        _log("benchmark list widened by the parameters of every machine's results (asv shows them all)")
     site.publish(lambda args: _asv([*args, "--config", str(config)], env), html, _log)
     still_external = site.vendor_site(html, Path.home() / ".cache" / "mlx-torch-bench" / "npm")
     for url in still_external:

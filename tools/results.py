@@ -218,6 +218,37 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def widen_benchmark_list(results_dir: Path) -> bool:
+    """asv's benchmarks.json widened by every parameter value a results file holds (another machine's
+    backends, a GPU-only dtype), so that ``asv publish`` shows every machine's results even when the
+    list was last written by a run elsewhere (a fresh clone's CPU run).  True when it changed."""
+    listing = results_dir / "benchmarks.json"
+    data = _read_json(listing)
+    if not data:
+        return False
+    changed = False
+    for path in results_files(results_dir):
+        stored = _read_json(path) or {}
+        columns = stored.get("result_columns") or []
+        if "params" not in columns:
+            continue
+        for name, row in (stored.get("results") or {}).items():
+            entry = data.get(name)
+            params = row[columns.index("params")] if isinstance(row, list) else None
+            if not isinstance(entry, dict) or not params or len(params) != len(entry.get("params") or []):
+                continue
+            union = [
+                [*known, *(v for v in found if v not in known)]
+                for known, found in zip(entry["params"], params, strict=True)
+            ]
+            if union != entry["params"]:
+                entry["params"] = union
+                changed = True
+    if changed:
+        listing.write_text(json.dumps(data, indent=4, sort_keys=True))
+    return changed
+
+
 def merge_benchmark_lists(before: dict, after: dict) -> dict:
     """asv's benchmarks.json after a run, with what the run did not see kept from before.
 

@@ -222,3 +222,62 @@ def test_only_frameworks_whose_pins_all_stayed_are_held():
         "x could move either"
     )
     assert report.held_frameworks({"mlx": "1"}, {"mlx": "1"}) == {"mlx", "torch"}
+
+
+def test_asvs_site_keeps_a_gpu_machine_with_other_parameters_beside_the_cpu_machine(config, tmp_path):
+    """A GPU host records other backends (and a GPU-only dtype) than the CPU machine, and the benchmark
+    list of a fresh CPU run names only the CPU's: published, each machine keeps its own graphs."""
+    import subprocess
+    import sys
+
+    from tools import results as results_store
+
+    results = Path(json.loads(config.read_text())["results_dir"])
+    gpu = results / "cuda-box"
+    shutil.copytree(results / "vm", gpu)
+    renamed = {"'mlx-cpu'": "'mlx-gpu'", "'torch-cpu'": "'torch-cuda'", "'torch-compile'": "'torch-cuda'"}
+    for path in gpu.glob("*-*.json"):
+        data = json.loads(path.read_text())
+        data["params"]["machine"] = "cuda-box"
+        columns = data["result_columns"]
+        for row in data["results"].values():
+            params = row[columns.index("params")]
+            if params:
+                params[-1] = list(dict.fromkeys(renamed.get(v, v) for v in params[-1]))
+                row[columns.index("result")] = (row[columns.index("result")] or [])[: _count(params)]
+                for name in ("samples", *(c for c in columns if c.startswith("stats_"))):
+                    if name in columns and row[columns.index(name)]:
+                        row[columns.index(name)] = row[columns.index(name)][: _count(params)]
+        path.write_text(json.dumps(data))
+    (gpu / "machine.json").write_text(json.dumps({"machine": "cuda-box", "version": 1}))
+    before = json.loads((results / "benchmarks.json").read_text())[SOFTMAX]["params"][-1]
+    assert "'mlx-gpu'" not in before
+    assert results_store.widen_benchmark_list(results)
+    after = json.loads((results / "benchmarks.json").read_text())[SOFTMAX]["params"][-1]
+    assert after[: len(before)] == before and {"'mlx-gpu'", "'torch-cuda'"} <= set(after)
+    assert not results_store.widen_benchmark_list(results), "a second pass changes nothing"
+    out = subprocess.run(
+        [sys.executable, "-m", "asv", "publish", "--config", str(config)],
+        cwd=config.parent, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    html = Path(json.loads(config.read_text())["html_dir"])
+    index = json.loads((html / "index.json").read_text())
+    assert {"vm", "cuda-box"} <= set(index["params"]["machine"])
+    combos = list(
+        itertools.product(*json.loads((results / "benchmarks.json").read_text())[SOFTMAX]["params"])
+    )
+
+    def backends_drawn(machine: str) -> set[str]:
+        (graph,) = [p for p in (html / "graphs").rglob(f"{SOFTMAX}.json") if f"machine-{machine}" in str(p)]
+        drawn = set()
+        for _, values in json.loads(graph.read_text()):
+            drawn |= {combo[-1] for combo, v in zip(combos, values, strict=True) if v is not None}
+        return drawn
+
+    assert backends_drawn("vm") == {"'mlx-cpu'", "'torch-cpu'", "'torch-compile'"}
+    assert backends_drawn("cuda-box") == {"'mlx-gpu'", "'torch-cuda'"}, "each machine its own lines"
+
+
+def _count(params: list[list[str]]) -> int:
+    return len(list(itertools.product(*params)))
