@@ -25,7 +25,7 @@ from tools.detect import Series
 # (MLX backend, torch backend): the plain variants of one device
 PAIRS = (("mlx-cpu", "torch-cpu"), ("mlx-gpu", "torch-cuda"))
 # parameter values that name a dtype: the standing keeps them apart
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "tf32", "float16", "bfloat16")  # tf32: float32 data, TF32 matrix math (GPU)
 
 
 def pair_label(mlx: str, torch: str) -> str:
