@@ -726,6 +726,11 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     summary = results_store.summary(results_dir, [point], selected, machine=machine)
     reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]])
     print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
+    from benchmarks.harness import clocks
+
+    clock_file = ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.clocks.jsonl"
+    for line in clocks.summarise(clock_file):
+        _log(f"GPU clocks: {line}")
     found_file = results_store.point_file(results_dir, point["commit"], machine)
     if found_file is not None:
         from tools import ceilings

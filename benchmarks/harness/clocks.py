@@ -11,8 +11,10 @@ CPU machine) nothing is read and nothing is written.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import facts
@@ -120,3 +122,34 @@ def record(benchmark: str, params: Sequence[Any], phase: str, backend: Backend |
         **state,
     }
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
+
+
+def summarise(path: Path) -> list[str]:
+    """Per finding, how many benchmark processes of a clocks file ended with it (their state after the
+    last sample against the one before the first): what a run's closing lines say about its clocks."""
+    from collections import Counter
+
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    before: dict[tuple[str, ...], dict[str, Any]] = {}
+    counts: Counter[str] = Counter()
+    ended = 0
+    for row in rows:
+        key = (row.get("benchmark", ""), *row.get("params", []))
+        if row.get("phase") == "before":
+            before[key] = row
+        elif row.get("phase") in ("after last sample", "after"):
+            ended += 1
+            for finding in assess(before.get(key), row):
+                counts[_kind(finding)] += 1
+    return [f"{n} of {ended} benchmark processes: {kind}" for kind, n in counts.most_common()]
+
+
+def _kind(finding: str) -> str:
+    """A finding without its figures, so that like findings count together."""
+    if finding.startswith("SM clock"):
+        return f"SM clock more than {CLOCK_SHORTFALL:.0%} under its maximum after the last sample"
+    if finding.startswith("temperature rose"):
+        return "temperature rose 10 C or more"
+    return finding

@@ -87,3 +87,23 @@ def test_a_results_file_with_an_op_above_its_ceiling_is_flagged(tmp_path):
     found = ceilings.findings(path)
     assert [f.params[0] for f in found] == ["8192x8192 @ 8192x8192"]
     assert "2.03x the measured ceiling" in found[0].describe()
+
+
+def test_a_clocks_file_is_summarised_per_finding(tmp_path):
+    import json
+
+    lines = []
+    for index, (clock, slowdown) in enumerate([(1980, []), (1500, ["software power cap"]), (1400, [])]):
+        params = ["8192", "bfloat16", f"b{index}"]
+        lines.append({"benchmark": "SquareMatMul", "params": params, "phase": "before", **STEADY})
+        lines.append(
+            {"benchmark": "SquareMatMul", "params": params, "phase": "after last sample",
+             **STEADY, "sm_clock_mhz": clock, "slowdown": slowdown}
+        )  # fmt: skip
+    path = tmp_path / "run.clocks.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert clocks.summarise(path) == [
+        "2 of 3 benchmark processes: SM clock more than 10% under its maximum after the last sample",
+        "1 of 3 benchmark processes: the driver reported software power cap",
+    ]
+    assert clocks.summarise(tmp_path / "none.jsonl") == []
