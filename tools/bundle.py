@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -145,9 +147,9 @@ def make(
     """Download, pack, split; the folder ``out`` ends up holding the manifest and the parts only."""
     if part_mb is not None and part_mb <= 0:
         raise BundleError(f"--part-mb {part_mb}: a part must be larger than 0 MB")
+    if not re.fullmatch(r"3\.\d+", python):
+        raise BundleError(f"--python {python!r}: give the host's Python as major.minor, e.g. 3.12")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob(f"{ARCHIVE}.part-*"), out / MANIFEST]:
-        stale.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wheels_dir = Path(tmp) / "wheels"
         wheels_dir.mkdir()
@@ -162,10 +164,17 @@ def make(
             if timeline is not None:
                 tar.add(timeline, arcname=TIMELINE_PREFIX.rstrip("/"))
         part_bytes = int(part_mb * 2**20) if part_mb else None
+        staged = Path(tmp) / "parts"
+        staged.mkdir()
         manifest = Manifest(
             python, list(PLATFORMS), wheels, sha256_of(archive), archive.stat().st_size,
-            split(archive, out, part_bytes), timeline is not None,
+            split(archive, staged, part_bytes), timeline is not None,
         )  # fmt: skip
+        # the previous bundle in ``out`` is replaced only now that the new one is complete
+        for stale in [*out.glob(f"{ARCHIVE}.part-*"), out / MANIFEST]:
+            stale.unlink(missing_ok=True)
+        for part in manifest.parts:
+            shutil.move(staged / part.file, out / part.file)
     manifest.write(out)
     return manifest
 
@@ -174,6 +183,12 @@ def make(
 # Using a bundle (on the host)
 # ---------------------------------------------------------------------------------------------------
 def check_python(manifest: Manifest, running: str | None = None) -> None:
+    machine = platform.machine()
+    if machine and not any(p.endswith(machine) for p in manifest.platforms):
+        raise BundleError(
+            f"the bundle holds wheels for {manifest.platforms[0]}, this host is {machine}: make one for "
+            "this platform (tools/bundle.py PLATFORMS) where PyPI is reachable"
+        )
     here = running or f"{sys.version_info.major}.{sys.version_info.minor}"
     if manifest.python != here:
         raise BundleError(
@@ -211,6 +226,11 @@ def install(folder: Path, site: Path, timeline: Path, log: Callable[[str], None]
     if marker.exists() and marker.read_text().strip() == manifest.archive_sha256:
         log(f"bundle already installed in {site}")
         return manifest
+    if site.exists() and any(site.iterdir()) and not marker.exists():
+        raise BundleError(
+            f"{site} holds files no bundle installed: give --site a new or empty folder (it is replaced "
+            "whenever another bundle is installed)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         archive = joined(folder, manifest, Path(tmp))
         with tarfile.open(archive) as tar:
@@ -228,7 +248,13 @@ def install(folder: Path, site: Path, timeline: Path, log: Callable[[str], None]
             last = (out.stderr.strip().splitlines() or ["(no message)"])[-1]
             raise BundleError(f"installing the bundle's wheels into {site} failed: {last}")
         log(f"installed {len(wheels)} wheels into {site}")
-        if manifest.timeline and not (timeline / ".git").exists():
+        if manifest.timeline:
+            # the bundle's timeline holds the point of its MLX; points are made deterministically, so
+            # results recorded against an earlier copy keep their commits
+            if timeline.exists() and not (timeline / ".git").exists():
+                raise BundleError(f"{timeline} exists and is not a timeline: remove it and run again")
+            if timeline.exists():
+                shutil.rmtree(timeline)
             timeline.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(Path(tmp) / TIMELINE_PREFIX.rstrip("/"), timeline)
             log(f"timeline unpacked at {timeline}")

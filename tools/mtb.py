@@ -724,7 +724,7 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
         code = _asv(run, env, ok_codes=(0, 1, 2))
     selected = set(selected_benchmarks(bench, env))
     summary = results_store.summary(results_dir, [point], selected, machine=machine)
-    reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]])
+    reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]], machine)
     print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
     from benchmarks.harness import clocks
 

@@ -160,12 +160,12 @@ def build(config: Path, triage_file: Path, settings: detect.Settings) -> Report:
             changes.append(record)
         from tools import ceilings  # imports the frameworks: only when there are results to check
 
-        bugs = [
-            f"{label}: {flag.describe()}"
-            for label, path in zip(labels, files, strict=True)
-            if path is not None
-            for flag in ceilings.findings(path)
-        ]
+        bugs = []
+        for label, path in zip(labels, files, strict=True):
+            try:
+                bugs += [f"{label}: {flag.describe()}" for flag in ceilings.findings(path)] if path else []
+            except (detect.DetectError, ValueError, KeyError, TypeError, IndexError) as exc:
+                problems.append(f"{path}: its throughputs could not be checked against the ceilings ({exc})")
         reports.append(
             MachineReport(
                 machine, labels, detect.comparisons(every), changes,

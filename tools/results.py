@@ -237,16 +237,19 @@ def widen_benchmark_list(results_dir: Path) -> bool:
             params = row[columns.index("params")] if isinstance(row, list) else None
             if not isinstance(entry, dict) or not params or len(params) != len(entry.get("params") or []):
                 continue
-            union = [
-                [*known, *(v for v in found if v not in known)]
-                for known, found in zip(entry["params"], params, strict=True)
-            ]
+            union = _union(entry["params"], params)
             if union != entry["params"]:
                 entry["params"] = union
                 changed = True
     if changed:
         listing.write_text(json.dumps(data, indent=4, sort_keys=True))
     return changed
+
+
+def _union(first: list[list[str]], second: list[list[str]]) -> list[list[str]]:
+    """Per parameter, the values of ``first`` then those of ``second`` it lacks (retired values stay: a
+    listing only ever widens, as the results it describes are never dropped)."""
+    return [[*a, *(v for v in b if v not in a)] for a, b in zip(first, second, strict=True)]
 
 
 def merge_benchmark_lists(before: dict, after: dict) -> dict:
@@ -268,7 +271,7 @@ def merge_benchmark_lists(before: dict, after: dict) -> dict:
         old_params, new_params = old.get("params") or [], new.get("params") or []
         if len(old_params) != len(new_params) or old.get("param_names") != new.get("param_names"):
             continue  # the benchmark's parameters were redeclared: this run's list is the truth
-        union = [[*n, *(v for v in o if v not in n)] for o, n in zip(old_params, new_params, strict=True)]
+        union = _union(new_params, old_params)
         merged[name] = {**new, "params": union}
     return merged
 
@@ -327,13 +330,13 @@ def summary(
     return [summarise_point(p["tag"], f, selected) for p, f in zip(points, files, strict=True)]
 
 
-def skip_reasons(facts_dir: Path, commits: list[str]) -> Counter[str]:
+def skip_reasons(facts_dir: Path, commits: list[str], machine: str | None = None) -> Counter[str]:
     """Why combinations were skipped at these commits: reason -> how many (benchmark, parameters, point),
-    from the benchmark processes' records (benchmarks/harness/facts.py)."""
+    from the benchmark processes' records (benchmarks/harness/facts.py), on one machine or all."""
     wanted = {c[:8] for c in commits}
     seen: set[tuple[str, ...]] = set()
     counts: Counter[str] = Counter()
-    for path in sorted(facts_dir.glob("*/*.skips.jsonl")) if facts_dir.is_dir() else []:
+    for path in sorted(facts_dir.glob(f"{machine or '*'}/*.skips.jsonl")) if facts_dir.is_dir() else []:
         if path.name[:8] not in wanted:
             continue
         for line in path.read_text().splitlines():

@@ -137,6 +137,10 @@ class Backend:
         products in ``float32_matmul``: ieee or tf32, by default MTB_FLOAT32_MATMUL's)."""
         raise NotImplementedError
 
+    def on_cuda(self) -> bool:
+        """Whether this backend runs on an NVIDIA GPU (TF32 is a CUDA math mode)."""
+        raise NotImplementedError
+
     # ----- data ------------------------------------------------------------------------------
     def asarray(self, array: np.ndarray, dtype: str) -> Any:
         raise NotImplementedError
@@ -220,6 +224,10 @@ class MlxBackend(Backend):
         if self.device == "gpu" and not _mlx_gpu_available():
             return f"{self.name}: this MLX ({mx.__version__}) has no GPU backend on this machine"
         return None
+
+    def on_cuda(self) -> bool:
+        cuda = getattr(mx, "cuda", None)
+        return self.device == "gpu" and cuda is not None and bool(cuda.is_available())
 
     def activate(self, float32_matmul: str | None = None) -> None:
         mx.set_default_device(self._mx_device())
@@ -330,6 +338,9 @@ class TorchBackend(Backend):
         if device == "mps" and not torch.backends.mps.is_available():
             return f"{self.name}: no MPS device (Apple silicon with macOS 12.3+ is needed)"
         return None
+
+    def on_cuda(self) -> bool:
+        return self.torch_device() == "cuda"
 
     def activate(self, float32_matmul: str | None = None) -> None:
         torch.set_num_threads(_threads())

@@ -10,6 +10,7 @@ CPU machine) nothing is read and nothing is written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -59,15 +60,24 @@ def read() -> dict[str, Any] | None:
     if handle is None:
         return None
     nvml = _nvml
-    reasons = nvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
+
+    def query(fn: str, *args: Any, scale: float = 1.0) -> Any:
+        """One reading; None where this GPU or driver does not report it (MIG, vGPU, older drivers)."""
+        try:
+            value = getattr(nvml, fn)(handle, *args)
+        except Exception:
+            return None
+        return value / scale if scale != 1.0 else value
+
+    reasons = query("nvmlDeviceGetCurrentClocksEventReasons")
     return {
-        "sm_clock_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
-        "sm_clock_max_mhz": nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_SM),
-        "memory_clock_mhz": nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_MEM),
-        "temperature_c": nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
-        "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
-        "power_limit_w": nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
-        "slowdown": [text for bit, text in SLOWDOWN_REASONS.items() if reasons & getattr(nvml, bit, 0)],
+        "sm_clock_mhz": query("nvmlDeviceGetClockInfo", nvml.NVML_CLOCK_SM),
+        "sm_clock_max_mhz": query("nvmlDeviceGetMaxClockInfo", nvml.NVML_CLOCK_SM),
+        "memory_clock_mhz": query("nvmlDeviceGetClockInfo", nvml.NVML_CLOCK_MEM),
+        "temperature_c": query("nvmlDeviceGetTemperature", nvml.NVML_TEMPERATURE_GPU),
+        "power_w": query("nvmlDeviceGetPowerUsage", scale=1000.0),
+        "power_limit_w": query("nvmlDeviceGetEnforcedPowerLimit", scale=1000.0),
+        "slowdown": [t for bit, t in SLOWDOWN_REASONS.items() if reasons and reasons & getattr(nvml, bit, 0)],
     }
 
 
@@ -77,11 +87,14 @@ def versions() -> dict[str, Any]:
     if handle is None:
         return {}
     nvml = _nvml
-    return {
-        "nvml_device": nvml.nvmlDeviceGetName(handle),
-        "nvml_driver": nvml.nvmlSystemGetDriverVersion(),
-        "nvml_cuda_driver_api": nvml.nvmlSystemGetCudaDriverVersion_v2(),
-    }
+    try:
+        return {
+            "nvml_device": nvml.nvmlDeviceGetName(handle),
+            "nvml_driver": nvml.nvmlSystemGetDriverVersion(),
+            "nvml_cuda_driver_api": nvml.nvmlSystemGetCudaDriverVersion_v2(),
+        }
+    except Exception as exc:  # facts say why they are missing rather than failing the run
+        return {"nvml_error": f"{type(exc).__name__}: {exc}"}
 
 
 def assess(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> list[str]:
@@ -91,8 +104,8 @@ def assess(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) ->
         return []
     found = []
     top = after.get("sm_clock_max_mhz") or 0
-    clock = after.get("sm_clock_mhz") or 0
-    if top and clock < (1 - CLOCK_SHORTFALL) * top:
+    clock = after.get("sm_clock_mhz")
+    if top and clock is not None and clock < (1 - CLOCK_SHORTFALL) * top:
         shortfall = 1 - clock / top
         found.append(f"SM clock {clock} MHz after the samples, {shortfall:.0%} under its maximum {top} MHz")
     for reason in after.get("slowdown", []):
@@ -110,7 +123,10 @@ def record(benchmark: str, params: Sequence[Any], phase: str, backend: Backend |
 
     if not isinstance(backend, Backend) or device_class(backend) != "gpu":
         return
-    state = read()
+    try:
+        state = read()
+    except Exception:  # a reading must never fail the benchmark it describes
+        state = None
     path = facts.facts_path()
     if state is None or path is None:
         return
@@ -131,7 +147,10 @@ def summarise(path: Path) -> list[str]:
 
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line cut short by a killed process
+            rows.append(json.loads(line))
     before: dict[tuple[str, ...], dict[str, Any]] = {}
     counts: Counter[str] = Counter()
     ended = 0

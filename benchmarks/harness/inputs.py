@@ -14,6 +14,7 @@ where parity is measured (``as_float64``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import os
@@ -36,6 +37,7 @@ def _source(fn: Callable[..., object]) -> str:
 
 
 def cache_key(op: str, case_label: str, dtype: str, seed: int, maker: Callable[..., object]) -> str:
+    """``case_label`` should name the case completely: the suite passes its shapes and options too."""
     text = "\n".join((op, case_label, dtype, str(seed), _source(maker), _source(parity.quantize)))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -82,5 +84,6 @@ def cached(
             np.savez(handle, **{f"a{i}": a for i, a in enumerate(arrays)})
         os.replace(handle.name, path)
     except OSError:  # a read-only or full disk costs the cache, not the run
-        pass
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(handle.name)
     return arrays

@@ -14,10 +14,10 @@ import numpy as np
 
 from benchmarks.harness import inputs as op_inputs
 from benchmarks.harness import parity
-from benchmarks.harness.backends import Backend, is_out_of_memory, require_backend
+from benchmarks.harness.backends import Backend, get_backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
-from benchmarks.harness.peaks import device_class
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
+from benchmarks.harness.settings import BACKEND_NAMES
 from benchmarks.harness.timing import TimedCall
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "tf32": 4}
@@ -65,9 +65,11 @@ class OpRun:
         reason when the combination cannot run here."""
         if dtype not in ITEMSIZE:
             raise NotImplementedError(f"unknown dtype {dtype!r}; known: {', '.join(ITEMSIZE)}")
+        if dtype == TF32:  # checked before the backend is activated in TF32
+            candidate = get_backend(backend_name) if backend_name in BACKEND_NAMES else None
+            if candidate is not None and not candidate.unavailable_reason() and not candidate.on_cuda():
+                raise NotImplementedError(f"{backend_name}: TF32 is a math mode of NVIDIA GPUs (CUDA) only")
         backend = require_backend(backend_name, "tf32" if dtype == TF32 else None)
-        if dtype == TF32 and device_class(backend) == "cpu":
-            raise NotImplementedError(f"{backend.name}: TF32 is a math mode of NVIDIA GPUs, not of CPUs")
         try:
             index, case = spec.find_case(profile.name, case_label)
         except KeyError as exc:
@@ -92,7 +94,8 @@ class OpRun:
 
         if seed is None:  # the suite's inputs: the same in every process, so made once and kept
             stable = stable_seed(spec.name, case.label)
-            inputs = op_inputs.cached(spec.name, case.label, storage, stable, maker, spec.make_inputs)
+            described = f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
+            inputs = op_inputs.cached(spec.name, described, storage, stable, maker, spec.make_inputs)
         else:  # a test's fresh draw: used once
             inputs = op_inputs.make(seed, maker, storage)
         try:

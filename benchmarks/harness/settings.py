@@ -91,7 +91,7 @@ def _cache_folder(name: str) -> Callable[[str], Path | None]:
 def _machine_name(name: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip()
-        if not all(c.isalnum() or c in "-_." for c in value):
+        if not value.strip(".") or not all(c.isalnum() or c in "-_." for c in value):
             raise SettingError(
                 f"{name}={raw!r} is not a machine name: use letters, digits, '-', '_' and '.' only"
             )

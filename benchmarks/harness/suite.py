@@ -40,14 +40,13 @@ def release_prepared() -> None:
     _prepared.clear()
 
 
-GPU_BACKENDS = ("mlx-gpu", "mlx-gpu-compiled", "torch-cuda")
-
-
 def op_dtypes(spec: OpSpec) -> list[str]:
     """float32; float16/bfloat16 where the op declares them; and, for matrix-product-bound ops in a run
-    with a GPU backend, ``tf32`` (float32 data, TF32 tensor-core math), labelled beside IEEE float32."""
+    that includes ``torch-cuda`` (an NVIDIA machine), ``tf32`` (float32 data, TF32 tensor-core math),
+    labelled beside IEEE float32.  Parameters are fixed before any device is touched, so the run's
+    backend list decides; a tf32 case on a backend off CUDA is skipped with the reason."""
     profile = active_profile()
-    tf32 = [TF32] if spec.bound == "compute" and set(GPU_BACKENDS) & set(selected_backend_names()) else []
+    tf32 = [TF32] if spec.bound == "compute" and "torch-cuda" in selected_backend_names() else []
     return ["float32", *tf32, *(profile.low_precision_dtypes if spec.low_precision else ())]
 
 

@@ -24,7 +24,9 @@ reason.  Every variant decodes the same greedy tokens (tests/workloads/test_llm_
 Metrics: time to first token (prefill), whole generation time, prefill and decode tokens/s (from the
 medians of the samples), decode speed as a fraction of the device's bandwidth limit (the weights' bytes
 read once per token at the copy bandwidth measured in the same process), the peak memory a generation
-adds on top of the weights (KV cache, activations) and the weights' own bytes.
+adds on top of the weights (KV cache, activations) and the weights' own bytes.  ``decode=graph``
+allocates its static cache and the graph's memory pool once, when the step is captured at warm-up, so
+its peak leaves them out where the eager loop's includes its growing cache.
 """
 
 from __future__ import annotations

@@ -23,12 +23,45 @@ def test_low_clock_slowdown_and_heating_are_named():
     assert clocks.assess(STEADY, {**STEADY, "sm_clock_mhz": 1802}) == []
 
 
-def test_no_nvml_records_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
+def test_without_nvml_a_gpu_benchmark_records_nothing_and_goes_on(tmp_path, monkeypatch):
     from benchmarks.harness.backends import get_backend
 
+    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
+    monkeypatch.setattr(clocks, "_nvml", False)  # what a host without the driver's library looks like
+    clocks.record("Op", ("c",), "before", get_backend("mlx-gpu"))
     clocks.record("Op", ("c",), "before", get_backend("torch-cpu"))
     assert not list(tmp_path.rglob("*.clocks.jsonl"))
+    assert clocks.read() is None and clocks.versions() == {}
+
+
+def test_a_reading_the_gpu_does_not_report_is_left_empty(monkeypatch):
+    class Nvml:
+        NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 0, 1, 0
+        nvmlClocksEventReasonSwPowerCap = 4
+
+        def nvmlDeviceGetClockInfo(self, handle, which):
+            return 1980
+
+        def nvmlDeviceGetMaxClockInfo(self, handle, which):
+            return 1980
+
+        def nvmlDeviceGetTemperature(self, handle, which):
+            return 40
+
+        def nvmlDeviceGetPowerUsage(self, handle):
+            raise RuntimeError("Not Supported")  # a MIG slice reports no power
+
+        def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+            raise RuntimeError("Not Supported")
+
+        def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+            return 4
+
+    monkeypatch.setattr(clocks, "_nvml", Nvml())
+    monkeypatch.setattr(clocks, "_handle", lambda: object())
+    state = clocks.read()
+    assert state["power_w"] is None and state["sm_clock_mhz"] == 1980
+    assert state["slowdown"] == ["software power cap"]
 
 
 GPU = Ceilings(bandwidth_gb_s=4300.0, matmul_gflop_s=790_000.0, cache_bytes=60 * 2**20)
@@ -59,7 +92,7 @@ def test_ceilings_take_the_best_backend_of_each_device_class():
             "mlx-gpu": {"bandwidth": 3900.0, "matmul": 700_000.0, "cache": 0},
         }
     )
-    assert found["cpu"] == Ceilings(21.0, 170.0, 2**20)
+    assert found["cpu"] == Ceilings(21.0, None, 2**20)  # no matmul ceiling on a CPU
     assert found["gpu"] == Ceilings(4300.0, 700_000.0, 60 * 2**20)
 
 

@@ -123,3 +123,32 @@ def test_mtb_gpu_starts_on_a_host_without_asv():
         [sys.executable, "-c", code], cwd=mtb.ROOT, capture_output=True, text=True, check=False
     )
     assert out.returncode == 1 and "sees no CUDA device" in out.stderr, out.stderr
+
+
+def test_a_python_that_is_not_major_minor_is_refused(tmp_path):
+    with pytest.raises(bundle.BundleError, match=r"--python '3\.12\.1': give the host's Python as major"):
+        bundle.make(tmp_path, "3.12.1", None, None, download=fake_download)
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_site_folder_holding_other_files_is_never_replaced(tmp_path):
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    bundle.make(tmp_path / "b", here, None, None, download=fake_download)
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "torch").mkdir()
+    with pytest.raises(bundle.BundleError, match="holds files no bundle installed: give --site a new"):
+        bundle.install(tmp_path / "b", site, tmp_path / "timeline")
+    assert (site / "torch").is_dir()
+
+
+def test_a_failed_download_keeps_the_previous_bundle(tmp_path):
+    made = bundle.make(tmp_path, "3.12", None, None, download=fake_download)
+
+    def failing(requirements, python, dest):
+        raise bundle.BundleError("pip could not download the wheels for Python 3.12: ERROR: no network")
+
+    with pytest.raises(bundle.BundleError, match="no network"):
+        bundle.make(tmp_path, "3.12", None, None, download=failing)
+    assert bundle.Manifest.read(tmp_path) == made
+    assert bundle.sha256_of(bundle.joined(tmp_path, made, tmp_path / "..")) == made.archive_sha256
