@@ -130,7 +130,7 @@ def test_a_planted_slowdown_on_a_real_timeline_is_flagged_where_it_was_planted(t
     companions = tl.Companions()
     pins, _ = companions.mlx_pins(companions.mlx)
     tl.build_repo(error_rates.points({**pins, "numpy": companions.numpy}, idle, planted), folder / "timeline")
-    default = json.loads(json.dumps(mtb.asv_util.load_json(str(ROOT / "asv.conf.json"), js_comments=True)))
+    default = json.loads(json.dumps(mtb.load_conf(str(ROOT / "asv.conf.json"))))
     config = error_rates.write_config(default, folder, ROOT)
     monkeypatch.setenv("MTB_PROFILE", "quick")
     status = mtb.main_job("quick", "mlx-cpu", r"Softmax\.time_forward", str(config), "main", publish=False)
