@@ -286,14 +286,18 @@ def check_profile(name: str) -> None:
         raise SystemExit(f"mtb: {exc}") from None
 
 
+def check_bench(bench: str | None) -> None:
+    if bench is not None:
+        try:
+            re.compile(bench)
+        except re.error as exc:
+            raise SystemExit(f"mtb: --bench {bench!r} is not a regular expression: {exc}") from None
+
+
 def check_run_inputs(args: argparse.Namespace, conf: dict) -> None:
     """What would make the run fail or do nothing, said before anything starts (the timeline included)."""
     check_profile(args.profile)
-    if args.bench is not None:
-        try:
-            re.compile(args.bench)
-        except re.error as exc:
-            raise SystemExit(f"mtb: --bench {args.bench!r} is not a regular expression: {exc}") from None
+    check_bench(args.bench)
     if args.no_timeline and not (ROOT / conf["repo"] / ".git").exists():
         raise SystemExit(
             f"mtb: there is no timeline at {conf['repo']} yet; run without --no-timeline once "
@@ -542,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     job = sub.add_parser(
         "job",
-        help="measure one parameter set of a workload job now, in a fresh process as asv does",
+        help="measure one parameter set of a workload job now, with asv's measuring code (fresh interpreter)",
         formatter_class=HelpFormatter,
     )
     job.add_argument("name", help="the job's class, e.g. LLMGeneration")
@@ -660,11 +664,7 @@ def _device_slug(name: str) -> str:
 def gpu_job(args: argparse.Namespace) -> int:
     """Install (when given a bundle), check, then the suite through asv in this Python."""
     check_profile(args.profile)
-    if args.bench is not None:
-        try:
-            re.compile(args.bench)
-        except re.error as exc:
-            raise SystemExit(f"mtb: --bench {args.bench!r} is not a regular expression: {exc}") from None
+    check_bench(args.bench)
     site_dir = args.site.expanduser().resolve()
     timeline = ROOT / ".timeline" / "default"
     try:
