@@ -57,6 +57,40 @@ def make(rng_seed: int, maker: Callable[[np.random.Generator], Arrays], dtype: s
     return tuple(narrow(parity.quantize(a, dtype)) for a in maker(rng))
 
 
+def _read(path: Path) -> Arrays | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as stored:
+            return tuple(stored[f"a{i}"] for i in range(len(stored.files)))
+    except (OSError, ValueError, KeyError):  # a damaged file is made again
+        return None
+
+
+def _store(path: Path, arrays: Arrays) -> None:
+    handle = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written under another name and moved into place: a reader never sees half a file
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+            np.savez(handle, **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(handle.name, path)
+    except OSError:  # a read-only or full disk costs the cache, not the run
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(handle.name)
+
+
+def inputs_path(
+    op: str, case_label: str, dtype: str, seed: int, key_source: Callable[..., object]
+) -> Path | None:
+    """Where the inputs of one (op, case, dtype, seed) are kept; None when the cache is off."""
+    folder = settings.read("MTB_INPUT_CACHE")
+    if folder is None:
+        return None
+    return Path(folder) / f"{op}-{cache_key(op, case_label, dtype, seed, key_source)}.npz"
+
+
 def cached(
     op: str,
     case_label: str,
@@ -66,24 +100,31 @@ def cached(
     key_source: Callable[..., object],
 ) -> Arrays:
     """The op's rounded inputs: read from the cache folder, or made now and stored there."""
-    folder = settings.read("MTB_INPUT_CACHE")
-    if folder is None:
+    path = inputs_path(op, case_label, dtype, seed, key_source)
+    if path is None:
         return make(seed, maker, dtype)
-    path = Path(folder) / f"{op}-{cache_key(op, case_label, dtype, seed, key_source)}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as stored:
-                return tuple(stored[f"a{i}"] for i in range(len(stored.files)))
-        except (OSError, ValueError, KeyError):  # a damaged file is made again below
-            pass
-    arrays = make(seed, maker, dtype)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written under another name and moved into place: a reader never sees half a file
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
-            np.savez(handle, **{f"a{i}": a for i, a in enumerate(arrays)})
-        os.replace(handle.name, path)
-    except OSError:  # a read-only or full disk costs the cache, not the run
-        with contextlib.suppress(OSError, NameError):
-            os.unlink(handle.name)
+    arrays = _read(path)
+    if arrays is None:
+        arrays = make(seed, maker, dtype)
+        _store(path, arrays)
     return arrays
+
+
+def cached_reference(
+    inputs: Path | None, reference: Callable[..., object], compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """The float64 reference output for the inputs kept at ``inputs``, kept beside them: every backend
+    and dtype variant of a case with the same rounded inputs compares against it, and for a large
+    matrix product it costs seconds (an 8192 float64 product is 1.1 TFLOP on the host).  Keyed by the
+    inputs' file and the reference's source."""
+    if inputs is None:
+        return compute()
+    digest = hashlib.sha256(f"{inputs.name}\n{_source(reference)}".encode()).hexdigest()[:24]
+    path = inputs.with_name(f"{inputs.stem}-reference-{digest}.npz")
+    stored = _read(path)
+    if stored is not None and len(stored) == 1:
+        return stored[0]
+    out = compute()
+    if isinstance(out, np.ndarray):
+        _store(path, (out,))
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks.harness.backends import Backend
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.settings import device_class_of_name
 
 # a figure this far above a ceiling is flagged (the ceilings are medians of a few calls, not maxima)
 TOLERANCE = 0.10
@@ -27,18 +28,9 @@ COPY_BYTES = {"gpu": 2 * 2**30, "cpu": 256 * 2**20}
 MATMUL_SIZE = {"gpu": 8192, "cpu": 512}  # MLX on Linux multiplies with reference BLAS: keep it short
 
 
-# Where a backend's results were measured, from its name alone (a report runs on another machine):
-# torch-compile follows the machine, GPU when the same results hold a GPU backend.
-NAMED_CLASS = {
-    "mlx-cpu": "cpu", "torch-cpu": "cpu", "mlx-gpu": "gpu", "mlx-gpu-compiled": "gpu",
-    "torch-cuda": "gpu", "torch-mps": "gpu",
-}  # fmt: skip
-
-
 def class_of_name(name: str, names_on_machine: set[str]) -> str | None:
-    if name == "torch-compile":
-        return "gpu" if any(NAMED_CLASS.get(n) == "gpu" for n in names_on_machine) else "cpu"
-    return NAMED_CLASS.get(name)
+    """Where a backend's results were measured, from its name alone (a report runs on another machine)."""
+    return device_class_of_name(name, names_on_machine)
 
 
 def device_class(backend: Backend) -> str:

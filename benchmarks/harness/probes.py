@@ -3,11 +3,12 @@ from one prepared run and shared by the three ``track_`` processes of an asv run
 
 asv runs every method and parameter set in a process of its own, and each of those processes used to
 prepare the op again (inputs, transfer, and 2.5-3.6 s of compilation for torch.compile here) to measure
-one figure. Here the first of the three measures all of them and leaves them in the run's scratch
-folder; the other two read them. The scratch folder is what the op classes' ``setup_cache`` returns: the
-folder asv makes for the cache, one per asv run (all op classes share it: asv keys a cache by the source
-line of ``setup_cache``), which asv deletes when the op benchmarks are done, so a figure never outlives
-the run that measured it.
+one figure. Here the first process of a combination that has the op prepared measures all of them (the
+first ``time_forward`` process, before its samples; a ``track_`` process when timing was skipped) and
+leaves them in the run's scratch folder; the others read them. The scratch folder is what the op
+classes' ``setup_cache`` returns: the folder asv makes for the cache, one per asv run (all op classes
+share it: asv keys a cache by the source line of ``setup_cache``), which asv deletes when the op
+benchmarks are done, so a figure never outlives the run that measured it.
 
 Peak memory is measured first, right after preparing, as in a process of its own: calls made before it
 would already have raised the process's high-water mark.

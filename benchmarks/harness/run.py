@@ -8,6 +8,7 @@ import gc
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,9 @@ class OpRun:
     args: tuple[Any, ...]  # the same inputs on the backend, in its layout
     fn: Any
     _timed: TimedCall | None = None
+    # where the suite's inputs are kept (None for a test's fresh draw or with the cache off): the float64
+    # reference is kept beside them
+    inputs_file: Path | None = None
 
     @classmethod
     def prepare(
@@ -96,8 +100,10 @@ class OpRun:
             stable = stable_seed(spec.name, case.label)
             described = f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
             inputs = op_inputs.cached(spec.name, described, storage, stable, maker, spec.make_inputs)
+            inputs_file = op_inputs.inputs_path(spec.name, described, storage, stable, spec.make_inputs)
         else:  # a test's fresh draw: used once
             inputs = op_inputs.make(seed, maker, storage)
+            inputs_file = None
         try:
             placed = spec.torch_inputs(case, inputs) if backend.framework == "torch" else inputs
             args = tuple(backend.asarray(a, storage) for a in placed)
@@ -115,7 +121,7 @@ class OpRun:
                     f"{backend.name} does not run {spec.name} in {dtype}: {type(exc).__name__}: {exc}"
                 ) from None
             raise
-        return cls(spec, case, dtype, backend, profile, inputs, args, fn)
+        return cls(spec, case, dtype, backend, profile, inputs, args, fn, inputs_file=inputs_file)
 
     def call(self) -> None:
         """One call: the op and the synchronisation that forces it to finish."""
@@ -163,7 +169,11 @@ class OpRun:
         return array
 
     def expected(self) -> np.ndarray:
-        return self.spec.reference(self.case, *op_inputs.as_float64(self.inputs))
+        return op_inputs.cached_reference(
+            self.inputs_file,
+            self.spec.reference,
+            lambda: self.spec.reference(self.case, *op_inputs.as_float64(self.inputs)),
+        )
 
     def parity_error(self) -> float:
         return parity.relative_error(self.result(), self.expected(), self.spec.exact)

@@ -26,6 +26,21 @@ BACKEND_NAMES = (
     "torch-mps",
     "torch-compile",
 )
+# Where a backend runs, from its name alone (a report reads results of other machines): torch-compile
+# follows the machine, a GPU where the same run or results hold a GPU backend.
+BACKEND_DEVICE_CLASS = {
+    "mlx-cpu": "cpu", "torch-cpu": "cpu", "mlx-gpu": "gpu", "mlx-gpu-compiled": "gpu",
+    "torch-cuda": "gpu", "torch-mps": "gpu",
+}  # fmt: skip
+
+
+def device_class_of_name(name: str, names_alongside: set[str] | list[str]) -> str | None:
+    if name == "torch-compile":
+        gpu = any(BACKEND_DEVICE_CLASS.get(n) == "gpu" for n in names_alongside)
+        return "gpu" if gpu else "cpu"
+    return BACKEND_DEVICE_CLASS.get(name)
+
+
 PROFILE_NAMES = ("quick", "full")
 FLOAT32_MATMUL_CHOICES = ("ieee", "tf32")
 # models a local checkpoint can replace: MTB_CHECKPOINT_<MODEL> (benchmarks/workloads/checkpoints.py)
@@ -83,6 +98,16 @@ def _cache_folder(name: str) -> Callable[[str], Path | None]:
         path = Path(value).expanduser()
         if path.exists() and not path.is_dir():
             raise SettingError(f"{name}={raw!r} is a file, not a folder: name a folder, or off")
+        return path
+
+    return parse
+
+
+def _folder(name: str) -> Callable[[str], Path]:
+    def parse(raw: str) -> Path:
+        path = Path(raw.strip()).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SettingError(f"{name}={raw!r} is a file, not a folder: name a folder (made if missing)")
         return path
 
     return parse
@@ -150,6 +175,12 @@ def _declare() -> dict[str, Setting]:
             "MTB_INPUT_CACHE", str(Path.home() / ".cache" / "mlx-torch-bench" / "inputs"),
             "folder of the ops' rounded inputs, made once and reused by every process (off: none)",
             _cache_folder("MTB_INPUT_CACHE"),
+        ),
+        Setting(
+            "MTB_SOURCE_CACHE", str(Path.home() / ".cache" / "mlx-torch-bench" / "source"),
+            "source mode: folder of the wheels built per commit, their build records and the compiler "
+            "cache (tools/source_build.py)",
+            _folder("MTB_SOURCE_CACHE"),
         ),
         Setting(
             "MTB_MACHINE", platform.node() or "unknown-host",

@@ -54,9 +54,17 @@ def op_benchmark(spec: OpSpec) -> type:
     profile = active_profile()
 
     def warm_up(scratch: str, case: str, dtype: str, backend: str) -> None:
-        """Before every sample of ``time_forward``: prepare once, then the warm-up burst."""
+        """Before every sample of ``time_forward``: prepare once, then the warm-up burst.  The first
+        process of a combination also measures its probes, right after preparing, as a ``track_``
+        process would: the ``track_`` processes (asv runs them after ``time_forward``) then only read
+        them instead of each preparing the op again (a device context, the inputs and, for
+        torch.compile, seconds of compilation per process)."""
         with noting_skips(spec.name, (case, dtype, backend)):
-            prepared_run(spec, case, dtype, backend, profile).timed.warm_up()
+            key = (spec.name, case, dtype, backend, profile.name)
+            run = prepared_run(spec, case, dtype, backend, profile)
+            if run._timed is None:  # before this process's first sample
+                probes.load(scratch, key, lambda: run)
+            run.timed.warm_up()
 
     def after_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
         """After every sample of ``time_forward``: the GPU's state after the round's first sample and

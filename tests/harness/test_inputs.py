@@ -70,3 +70,31 @@ def test_a_file_named_as_the_folder_is_a_setting_error(tmp_path):
     path.write_text("")
     with pytest.raises(settings.SettingError, match=r"MTB_INPUT_CACHE=.*is a file"):
         settings.read("MTB_INPUT_CACHE", {"MTB_INPUT_CACHE": str(path)})
+
+
+def test_the_float64_reference_is_computed_once_per_inputs_and_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    arrays = inputs.cached("Op", "64x33", "float32", 7, maker, maker)
+    path = inputs.inputs_path("Op", "64x33", "float32", 7, maker)
+    assert path is not None and path.exists()
+    computed: list[int] = []
+
+    def reference(a: np.ndarray) -> np.ndarray:
+        computed.append(1)
+        return np.tanh(a)
+
+    first = inputs.cached_reference(path, reference, lambda: reference(arrays[0].astype(np.float64)))
+    second = inputs.cached_reference(path, reference, lambda: reference(arrays[0].astype(np.float64)))
+    assert len(computed) == 1 and first.dtype == np.float64 and np.array_equal(first, second)
+
+    def other_reference(a: np.ndarray) -> np.ndarray:
+        return np.tanh(a) + 1.0
+
+    # another reference (edited source) is another file: never the stale result
+    as64 = arrays[0].astype(np.float64)
+    third = inputs.cached_reference(path, other_reference, lambda: other_reference(as64))
+    assert np.allclose(third, first + 1.0)
+    # the cache off (no inputs file): computed every time
+    inputs.cached_reference(None, reference, lambda: reference(arrays[0].astype(np.float64)))
+    assert len(computed) == 2

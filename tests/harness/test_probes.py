@@ -100,3 +100,30 @@ def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch)
     for method in ("track_parity_error", "track_throughput"):
         assert run_the_asv_way(ReLU(), method, absent, str(tmp_path)) is None
     release_prepared()
+
+
+def test_the_first_timing_process_measures_the_probes_its_track_processes_read(tmp_path, monkeypatch):
+    from benchmarks.ops.activations import ReLU
+
+    prepares = []
+    real = OpRun.prepare.__func__
+
+    def counting(cls, *args, **kwargs):
+        prepares.append(args[:4])
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(OpRun, "prepare", classmethod(counting))
+    params = (ReLU.params[0][0], "float32", "torch-cpu")
+    release_prepared()
+    assert min(run_the_asv_way(ReLU(), "time_forward", params, str(tmp_path))["samples"]) > 0
+    assert len(prepares) == 1 and len(list(tmp_path.glob("probes-*.json"))) == 1
+    for method in ("track_parity_error", "track_peak_memory", "track_throughput"):
+        release_prepared()  # a fresh track_ process: reads, never prepares
+        assert run_the_asv_way(ReLU(), method, params, str(tmp_path)) is not None
+    assert len(prepares) == 1
+    # a later round's timing process finds them and measures nothing again
+    release_prepared()
+    before = probes.probe_file(str(tmp_path), (ReLU.__name__, *params, "quick")).read_text()
+    run_the_asv_way(ReLU(), "time_forward", params, str(tmp_path))
+    assert probes.probe_file(str(tmp_path), (ReLU.__name__, *params, "quick")).read_text() == before
+    release_prepared()

@@ -62,3 +62,26 @@ def test_compiled_subset_rule():
     assert compiled_skip_reason(full, "Sort", 2, "bfloat16") is None
     names = {spec.name for spec in all_specs()}
     assert set(quick.compiled_subset) <= names
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_a_run_of_gpu_backends_only_takes_the_accelerator_plan(name):
+    profile = get_profile(name)
+    plan = profile.accelerator
+    assert plan is not None
+    gpu = profile.planned_for(["mlx-gpu", "mlx-gpu-compiled", "torch-cuda", "torch-compile"])
+    assert (gpu.rounds, gpu.repeat, gpu.sample) == (plan.rounds, plan.repeat, plan.sample)
+    assert gpu.throughput_seconds == plan.throughput_seconds and gpu.rounds >= 2
+    # shapes and dtypes are the profile's: one history line per profile on every machine
+    assert gpu.name == profile.name and gpu.low_precision_dtypes == profile.low_precision_dtypes
+    # a CPU backend anywhere, or torch-compile alone (it follows the machine), keeps the CPU plan
+    for names in (["mlx-cpu", "torch-cuda"], ["torch-compile"], ["mlx-cpu", "torch-cpu", "torch-compile"]):
+        assert profile.planned_for(names) == profile
+
+
+def test_the_active_profile_follows_the_selected_backends(monkeypatch):
+    monkeypatch.setenv("MTB_PROFILE", "full")
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-gpu,torch-cuda")
+    assert active_profile().rounds == get_profile("full").accelerator.rounds
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-cpu,torch-cpu")
+    assert active_profile() == get_profile("full")
