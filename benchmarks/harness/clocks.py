@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import json
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,26 @@ def assess(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) ->
     return found
 
 
-def record(benchmark: str, params: Sequence[Any], phase: str, backend: Backend | None) -> None:
-    """Append the GPU state at ``phase`` (before or after) of a benchmark on a GPU backend."""
+def process_seconds() -> float | None:
+    """Seconds since this process started (a forkserver child: since its fork), from the kernel: what
+    splits a benchmark's start-up into asv's part (between processes) and the process's own part."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5): start time in ticks
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) - started, 3)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def record(
+    benchmark: str,
+    params: Sequence[Any],
+    phase: str,
+    backend: Backend | None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Append the GPU state at ``phase`` (before or after) of a benchmark on a GPU backend, with the
+    process's age and ``extra`` figures of the phase."""
     from benchmarks.harness.peaks import device_class
 
     if not isinstance(backend, Backend) or device_class(backend) != "gpu":
@@ -135,6 +154,8 @@ def record(benchmark: str, params: Sequence[Any], phase: str, backend: Backend |
         "params": [str(p) for p in params],
         "phase": phase,
         "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        "process_s": process_seconds(),
+        **(extra or {}),
         **state,
     }
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))

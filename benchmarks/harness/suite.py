@@ -4,6 +4,7 @@ timed method and the ``track_`` metrics.  The classes stay declarative: ``Softma
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from benchmarks.harness import clocks, probes
@@ -28,9 +29,11 @@ def prepared_run(spec: OpSpec, case: str, dtype: str, backend: str, profile: Pro
     run = _prepared.get(key)
     if run is None:
         release_prepared()
+        started = time.perf_counter()
         run = OpRun.prepare(spec, case, dtype, backend, profile)
         _prepared[key] = run
-        clocks.record(spec.name, (case, dtype, backend), "before", run.backend)
+        prepare_s = round(time.perf_counter() - started, 3)
+        clocks.record(spec.name, (case, dtype, backend), "before", run.backend, {"prepare_s": prepare_s})
     return run
 
 
