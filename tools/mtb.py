@@ -13,6 +13,8 @@ python -m tools.mtb bundle        download what an offline CUDA host lacks, pack
 python -m tools.mtb gpu           on a CUDA host: install a bundle, check both frameworks, run the suite
 python -m tools.mtb job NAME P..  one parameter set of a workload job, measured now as asv measures it
 python -m tools.mtb asv ARGS...   any asv command, with recorded results guarded and a clean stop
+python -m tools.mtb source ...    MLX commits built from source (a wheel per commit, cached), measured by asv
+python -m tools.mtb bisect ...    the MLX commit that changed one benchmark's figure, built and measured
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tools import detect as detect_tool
 from tools import fidelity as fidelity_tool
 from tools import report as report_tool
 from tools import results as results_store
+from tools import source as source_tool
 from tools import timeline as tl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -560,6 +563,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     guarded.add_argument("asv_args", nargs=argparse.REMAINDER)
 
+    src = sub.add_parser(
+        "source",
+        help="MLX commits of a range built from source (a cached wheel per commit) and measured by asv",
+        formatter_class=HelpFormatter,
+    )
+    _source_arguments(src)
+    src.add_argument(
+        "--range",
+        required=True,
+        help="git's A..B: the first-parent commits after A up to B (A^..B includes A)",
+    )
+    # the source environment holds MLX, torch and numpy only: the workloads need more
+    src.add_argument("--bench", default=r"^ops\.", help="asv --bench regular expression")
+
+    bis = sub.add_parser(
+        "bisect",
+        help="the MLX commit between --good and --bad that changed one benchmark's figure",
+        formatter_class=HelpFormatter,
+    )
+    _source_arguments(bis)
+    bis.add_argument("--good", required=True, help="a commit before the change")
+    bis.add_argument("--bad", required=True, help="a commit after it")
+    bis.add_argument(
+        "--bench", required=True, help="the benchmark's full name, e.g. ops.reductions.Sum.time_forward"
+    )
+    bis.add_argument(
+        "--params", help="its parameter values in order, comma-separated, e.g. '8x1e5,float32,mlx-cpu'"
+    )
+
     sp = sub.add_parser("spread", help="run-to-run spread of time_ results between two asv result files")
     sp.add_argument("first", type=Path)
     sp.add_argument("second", type=Path)
@@ -813,6 +845,129 @@ def guarded_asv(asv_args: Sequence[str]) -> int:
         return _asv(asv_args, dict(os.environ), ok_codes=range(256), cwd=Path.cwd())
 
 
+# ---------------------------------------------------------------------------------------------------
+# Source mode (tools/source.py): MLX commits built from source
+# ---------------------------------------------------------------------------------------------------
+# the configuration mtb writes for MLX's source runs (beside it, the guard's copies)
+SOURCE_CONFIG = Path(".asv") / "source" / "mlx" / "asv.conf.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourcePlan:
+    repo: Path
+    config: Path
+    build: source_tool.Build
+    env: dict[str, str]
+
+
+def source_plan(args: argparse.Namespace) -> SourcePlan:
+    """Everything a source run or bisection needs that can be checked before anything runs."""
+    try:
+        backends = list(settings.read("MTB_BACKENDS", {"MTB_BACKENDS": args.backends}))
+    except settings.SettingError as exc:
+        raise SystemExit(f"mtb: error: --backends: {exc}") from None
+    cache = settings.read("MTB_SOURCE_CACHE")
+    try:
+        repo = source_tool.resolve_repo(args.mlx_repo, cache, "mlx", "--mlx-repo")
+        mirror = source_tool.check_mirror(args.deps_mirror)
+    except source_tool.SourceError as exc:
+        raise SystemExit(f"mtb: error: {exc}") from None
+    build = source_tool.Build(
+        "mlx",
+        cache=cache,
+        cmake_args=source_tool.MLX_CMAKE_ARGS,
+        deps_mirror=mirror,
+        isolation=not args.no_build_isolation,
+        rebuild_failed=args.rebuild_failed,
+    )
+    env = tl.installer_env(dict(os.environ, MTB_PROFILE=args.profile, MTB_BACKENDS=",".join(backends)))
+    return SourcePlan(repo, ROOT / SOURCE_CONFIG, build, env)
+
+
+def _source_runner(env: dict[str, str]) -> Callable[[list[str]], int]:
+    # asv exits 1 when a commit could not be built and 2 when a benchmark failed: both are recorded
+    return lambda asv_args: _asv(asv_args, env, ok_codes=(0, 1, 2))
+
+
+def _write_source_config(plan: SourcePlan, repo: Path) -> None:
+    source_tool.write_config(source_tool.mlx_config(str(repo), plan.build, ROOT), plan.config)
+
+
+def source_job(args: argparse.Namespace) -> int:
+    """MLX commits of a range, each built from source by our step, measured by asv."""
+    check_profile(args.profile)
+    check_bench(args.bench)
+    plan = source_plan(args)
+    try:
+        commits = source_tool.commits_in_range(plan.repo, args.range)
+        source_tool.check_toolchain(plan.repo, commits)
+        declared = source_tool.discover(ROOT / "benchmarks", plan.env)
+        selected = source_tool.select(args.bench, declared)
+    except source_tool.SourceError as exc:
+        raise SystemExit(f"mtb: error: {exc}") from None
+    _log(
+        f"{len(commits)} commit(s) of {plan.repo}, {len(selected)} benchmarks; "
+        f"builds cached in {plan.build.records()}"
+    )
+    _write_source_config(plan, plan.repo)
+    runner = _source_runner(plan.env)
+    source_tool.ensure_machine(runner, plan.config, args.machine, Path.home())
+    started = time.monotonic()
+    source_tool.run_commits(runner, plan.config, commits, args.bench, _log, machine=args.machine)
+    subjects = {c: source_tool.subject(plan.repo, c) for c in commits}
+    print(source_tool.build_summary(plan.build.records(), commits, subjects))
+    conf = load_conf(str(plan.config))
+    points = [{"commit": c, "tag": c[:12]} for c in commits]
+    summary = results_store.summary(Path(conf["results_dir"]), points, set(selected), args.machine)
+    reasons = results_store.skip_reasons(plan.config.parent / "facts", commits, args.machine)
+    print(results_store.format_summary(summary, [], reasons))
+    _log(f"done in {time.monotonic() - started:.0f} s; results in {conf['results_dir']}")
+    return 1 if any(row.failed or row.missing for row in summary) else 0
+
+
+def bisect_job(args: argparse.Namespace) -> int:
+    """The commit between --good and --bad at which one benchmark's figure changed."""
+    check_profile(args.profile)
+    plan = source_plan(args)
+    try:
+        line = source_tool.bisect_commits(plan.repo, args.good, args.bad)
+        source_tool.check_toolchain(plan.repo, line)
+        declared = source_tool.discover(ROOT / "benchmarks", plan.env)
+        goal = source_tool.target(args.bench, args.params, declared)
+    except source_tool.SourceError as exc:
+        raise SystemExit(f"mtb: error: {exc}") from None
+    _log(f"{goal.describe()} over {len(line)} first-parent commits, {line[0][:12]}..{line[-1][:12]}")
+    _write_source_config(plan, plan.repo)
+    runner = _source_runner(plan.env)
+    source_tool.ensure_machine(runner, plan.config, args.machine, Path.home())
+    try:
+        found = source_tool.bisect(
+            runner, plan.config, plan.repo, line, goal, plan.build.records(), _log, machine=args.machine
+        )
+    except source_tool.SourceError as exc:
+        raise SystemExit(f"mtb: error: {exc}") from None
+    print(source_tool.format_bisection(found))
+    return 0
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mlx-repo", required=True, help="MLX's git repository: a clone's path or a URL")
+    parser.add_argument("--backends", default="mlx-cpu", help="comma list of the backends measured")
+    parser.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    parser.add_argument(
+        "--deps-mirror", type=Path,
+        help="folder of <owner>+<repo>/repo git mirrors: CMake's FetchContent takes its sources from there",
+    )  # fmt: skip
+    parser.add_argument("--machine", help="asv machine name (default: this host's)")
+    parser.add_argument(
+        "--no-build-isolation", action="store_true",
+        help="pip wheel --no-build-isolation: the build requirements already installed in the environment",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rebuild-failed", action="store_true", help="build again commits whose build failed"
+    )
+
+
 def detect_job(args: argparse.Namespace) -> int:
     """Changes along the timeline's points on every machine in the results (or along FILES)."""
     settings_ = detector_settings(args)
@@ -1009,6 +1164,10 @@ def run_command(args: argparse.Namespace) -> int:
         return main_job(args.profile, args.backends, args.bench, args.config, args.commits)
     elif args.command == "asv":
         return guarded_asv(args.asv_args)
+    elif args.command == "source":
+        return source_job(args)
+    elif args.command == "bisect":
+        return bisect_job(args)
     elif args.command == "detect":
         return detect_job(args)
     elif args.command == "report":

@@ -53,11 +53,9 @@ def test_source_mode_config_is_well_formed():
 
     conf = Config.load(str(ROOT / "asv.source.conf.json"))
     assert conf.repo.endswith("ml-explore/mlx.git") and conf.branches == ["main"]
-    assert any(
-        "pip wheel" in c and "{build_dir}" in c and "{build_cache_dir}" in c for c in conf.build_command
-    )
-    assert any("{wheel_file}" in c for c in conf.install_command)
-    assert any("download.pytorch.org/whl/nightly" in c for c in conf.install_command)
+    (build,) = conf.build_command
+    assert "python -m tools.source_build" in build, "each commit built by our step (tools/source_build.py)"
+    assert any("{wheel_file}" in c and "--no-deps" in c for c in conf.install_command)
     assert conf.launch_method == "forkserver" and conf.benchmark_dir.endswith("benchmarks")
 
 
