@@ -947,6 +947,9 @@ def bisect_job(args: argparse.Namespace) -> int:
     except source_tool.SourceError as exc:
         raise SystemExit(f"mtb: error: {exc}") from None
     print(source_tool.format_bisection(found))
+    # what each built commit cost: the first build and the incremental ones after it
+    built = [c for c in line if c in found.figures or c in found.skipped]
+    print("builds:\n" + source_tool.build_summary(plan.build.records(), built, found.subjects))
     return 0
 
 

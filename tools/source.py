@@ -43,6 +43,7 @@ MLX_URL = "https://github.com/ml-explore/mlx.git"
 MLX_CMAKE_ARGS = ("-DBLA_VENDOR=Generic", "-DMLX_BUILD_TESTS=OFF", "-DMLX_BUILD_EXAMPLES=OFF")
 # the 95% interval of a median shown beside it (distribution-free: from the order statistics)
 CONFIDENCE = 0.95
+BUILD_TIMEOUT_SECONDS = 4 * 3600
 
 Runner = Callable[[list[str]], int]
 Log = Callable[[str], None]
@@ -127,6 +128,9 @@ def make_config(
         "html_dir": html_dir,
         # our own cache keeps every wheel (source_build); asv's only needs the commits of one run
         "build_cache_size": 2,
+        # asv kills a build command after 600 s by default; MLX's CPU backend takes 10-12 minutes from
+        # an empty compiler cache on 2 cores
+        "install_timeout": BUILD_TIMEOUT_SECONDS,
     }
 
 
