@@ -23,10 +23,14 @@ def readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.splitlines():
-            for part in " ".join(shlex.split(line, comments=True)).split(" && "):
-                if part.strip():
-                    commands.append(shlex.split(part))
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines are one command
+            command: list[str] = []
+            for token in [*shlex.split(line, comments=True), "&&"]:
+                if token != "&&":
+                    command.append(token)
+                elif command:
+                    commands.append(command)
+                    command = []
     return commands
 
 
