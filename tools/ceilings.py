@@ -10,6 +10,7 @@ from typing import Any
 
 from benchmarks.harness import peaks
 from benchmarks.harness.run import ITEMSIZE
+from benchmarks.harness.settings import device_class_of_name
 from tools import detect
 
 RUNTIME_TRACKS = {
@@ -65,7 +66,7 @@ def findings(path: Path) -> list[peaks.OverPeak]:
         if not (name.startswith("ops.") and name.endswith(".track_throughput")):
             continue
         for params, value in _values(data, name):
-            kind = peaks.class_of_name(params[-1], set(measured))
+            kind = device_class_of_name(params[-1], set(measured))
             if kind not in ceilings:
                 continue
             unit = "GFLOP/s" if _is_compute(name) else "GB/s"

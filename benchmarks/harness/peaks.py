@@ -28,11 +28,6 @@ COPY_BYTES = {"gpu": 2 * 2**30, "cpu": 256 * 2**20}
 MATMUL_SIZE = {"gpu": 8192, "cpu": 512}  # MLX on Linux multiplies with reference BLAS: keep it short
 
 
-def class_of_name(name: str, names_on_machine: set[str]) -> str | None:
-    """Where a backend's results were measured, from its name alone (a report runs on another machine)."""
-    return device_class_of_name(name, names_on_machine)
-
-
 def device_class(backend: Backend) -> str:
     """``cpu`` or ``gpu`` (torch-compile runs on whichever device torch finds)."""
     device = backend.torch_device() if backend.framework == "torch" else backend.device  # type: ignore[attr-defined]
@@ -154,7 +149,7 @@ def ceilings_from(figures: Mapping[str, Mapping[str, float]]) -> dict[str, Ceili
     (AMX, AVX-512 BF16) can beat without a timing bug."""
     grouped: dict[str, list[Mapping[str, float]]] = {}
     for name, values in figures.items():
-        kind = class_of_name(name, set(figures))
+        kind = device_class_of_name(name, set(figures))
         if kind is not None:
             grouped.setdefault(kind, []).append(values)
 

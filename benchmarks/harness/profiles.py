@@ -45,11 +45,10 @@ class Profile:
     # budget for the fastest-call throughput measurement of track_throughput
     throughput_seconds: float
     throughput_min_calls: int
-    # The same decisions for a run whose backends are all on a GPU.  A GPU is quiet where the shared VM
-    # is not: on an H200 the samples of one process agree to a fraction of a percent, and the medians of
-    # separate processes of the same SquareMatMul case differ by sd(log) 3.5% (median over cases; 12.8%
-    # for calls under 100 us), so short batches and two rounds keep the process-to-process check while
-    # a full GPU matrix (1060 parameter sets on four backends) fits in minutes instead of hours.
+    # The same decisions for a run whose backends are all on a GPU.  A GPU is quieter than the shared
+    # VM: on an H200 the medians of separate processes of one SquareMatMul case differed by sd(log) 3.5%
+    # (median over its cases; 12.8% for calls under 100 us), so two rounds of short batches keep the
+    # process-to-process check at a fraction of the CPU plan's samples.
     accelerator: AcceleratorPlan | None = None
 
     def planned_for(self, backend_names: list[str]) -> Profile:

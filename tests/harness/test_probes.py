@@ -76,10 +76,9 @@ def test_a_failing_probe_fails_alone(tmp_path):
     assert probes.figure(str(tmp_path), KEY, "throughput") == 12.5
 
 
-def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch):
-    from benchmarks.ops.activations import ReLU
-
-    prepares = []
+def _counting_prepares(monkeypatch) -> list[tuple]:
+    """Every ``OpRun.prepare`` from now on, recorded (a process that prepares pays a device context)."""
+    prepares: list[tuple] = []
     real = OpRun.prepare.__func__
 
     def counting(cls, *args, **kwargs):
@@ -87,6 +86,13 @@ def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch)
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(OpRun, "prepare", classmethod(counting))
+    return prepares
+
+
+def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch):
+    from benchmarks.ops.activations import ReLU
+
+    prepares = _counting_prepares(monkeypatch)
     params = (ReLU.params[0][0], "float32", "torch-cpu")
     figures = {}
     for method in ("track_parity_error", "track_peak_memory", "track_throughput"):
@@ -105,14 +111,7 @@ def test_the_three_track_methods_of_an_op_prepare_it_once(tmp_path, monkeypatch)
 def test_the_first_timing_process_measures_the_probes_its_track_processes_read(tmp_path, monkeypatch):
     from benchmarks.ops.activations import ReLU
 
-    prepares = []
-    real = OpRun.prepare.__func__
-
-    def counting(cls, *args, **kwargs):
-        prepares.append(args[:4])
-        return real(cls, *args, **kwargs)
-
-    monkeypatch.setattr(OpRun, "prepare", classmethod(counting))
+    prepares = _counting_prepares(monkeypatch)
     params = (ReLU.params[0][0], "float32", "torch-cpu")
     release_prepared()
     assert min(run_the_asv_way(ReLU(), "time_forward", params, str(tmp_path))["samples"]) > 0
