@@ -950,7 +950,7 @@ def bisect_job(args: argparse.Namespace) -> int:
     # what each built commit cost: the first build and the incremental ones after it
     built = [c for c in line if c in found.figures or c in found.skipped]
     print("builds:\n" + source_tool.build_summary(plan.build.records(), built, found.subjects))
-    return 0
+    return 0 if found.isolated else 1
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:

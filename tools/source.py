@@ -408,11 +408,12 @@ def run_commits(
     again: bool = False,
 ) -> int:
     """asv run over exactly these commits (asv builds each with our step), results guarded.  What
-    succeeded before is not measured again, unless ``again``: then the commit's samples grow."""
+    succeeded before is not measured again, unless ``again``: then the commit's samples grow, and
+    the commits' rounds alternate, so a disturbance of the machine reaches all of them alike."""
     conf = json.loads(config.read_text())
     results_dir = config.resolve().parent / conf["results_dir"]
     flags = ["--record-samples", "--show-stderr"]
-    flags += ["--append-samples"] if again else ["--skip-existing-successful"]
+    flags += ["--append-samples", "--interleave-rounds"] if again else ["--skip-existing-successful"]
     flags += ["--bench", bench] if bench else []
     flags += ["--machine", machine] if machine else []
     from tools.mtb import guard_folder  # the very guard `mtb asv` and `mtb main` use
@@ -461,26 +462,33 @@ def figure_of(samples: Sequence[float]) -> Figure:
     return Figure(median, float(values.min()), float(values.max()), len(values), False)
 
 
-def read_figure(results_dir: Path, commit: str, goal: Target, machine: str | None = None) -> Figure | None:
-    """The figure asv recorded for ``goal`` at ``commit`` (None: not measured, failed or skipped)."""
+def read_samples(results_dir: Path, commit: str, goal: Target, machine: str | None = None) -> list[float]:
+    """Every sample asv recorded for ``goal`` at ``commit``, oldest run first (empty: not measured,
+    failed or skipped)."""
     from asv.results import Results
 
     path = results_store.point_file(results_dir, commit, machine)
     if path is None:
-        return None
+        return []
     results = Results.load(str(path))
     if goal.benchmark not in results.get_all_result_keys():
-        return None
+        return []
     params = results.get_result_params(goal.benchmark)
     combos = list(itertools.product(*params))
     if goal.combo not in combos:
-        return None
+        return []
     index = combos.index(goal.combo)
     value = results.get_result_value(goal.benchmark, params)[index]
     if not results_store.is_value(value):
-        return None
+        return []
     samples = results.get_result_samples(goal.benchmark, params)[index]
-    return figure_of(samples if samples else [value])
+    return list(samples) if samples else [value]
+
+
+def read_figure(results_dir: Path, commit: str, goal: Target, machine: str | None = None) -> Figure | None:
+    """The figure of every sample asv recorded for ``goal`` at ``commit`` (None: no sample)."""
+    samples = read_samples(results_dir, commit, goal, machine)
+    return figure_of(samples) if samples else None
 
 
 def midpoint(good: Figure, bad: Figure) -> float:
@@ -503,6 +511,19 @@ def ends_differ(good: Figure, bad: Figure) -> bool:
     return good.high < bad.low or bad.high < good.low
 
 
+# a step smaller than this share of the whole change (on a log scale) is not "the" commit: the change
+# is then spread over several commits, or the measurements were disturbed
+STEP_SHARE = 0.5
+
+
+def step_isolated(before: Figure, after: Figure, good: Figure, bad: Figure) -> bool:
+    """``before`` -> ``after`` is a step in the direction of good -> bad, its intervals apart, carrying
+    at least STEP_SHARE of the change between the ends (all four measured in one run)."""
+    whole = math.log(bad.median / good.median)
+    step = math.log(after.median / before.median)
+    return ends_differ(before, after) and whole != 0 and step / whole >= STEP_SHARE
+
+
 # ---------------------------------------------------------------------------------------------------
 # The bisection
 # ---------------------------------------------------------------------------------------------------
@@ -515,10 +536,12 @@ class Bisection:
     bad: Figure
     last_good: str = ""
     first_bad: str = ""
-    figures: dict[str, Figure] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)  # each commit's figure in its step's run
     skipped: dict[str, str] = field(default_factory=dict)  # commit -> why it has no figure
     measured_again: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    confirmed: dict[str, Figure] = field(default_factory=dict)  # the closing run: ends and the pair
+    isolated: bool = False  # the closing run shows the pair's step, apart and carrying the change
 
     def unresolved(self) -> list[str]:
         """Commits between the adjacent pair the search could not decide (every one failed)."""
@@ -540,6 +563,9 @@ def _next_probe(lo: int, hi: int, skipped: set[int]) -> int | None:
     return min(candidates, key=lambda i: (abs(i - middle), i)) if candidates else None
 
 
+QUIET_AGAIN = "run the same command again when the machine is quiet (built commits come from the cache)"
+
+
 def bisect(
     runner: Runner,
     config: Path,
@@ -550,33 +576,39 @@ def bisect(
     log: Log,
     machine: str | None = None,
 ) -> Bisection:
-    """Measure both ends of ``line``, then binary-search it for the first commit like the bad end."""
+    """Binary-search ``line`` for the first commit like its bad end.  Every probe is measured in one
+    asv run with both ends, rounds interleaved, and judged against the ends of that run only: a busy
+    spell of the machine then moves the probe and the ends together instead of moving the midpoint.
+    A closing run measures the ends and the pair found; the pair must show the step there."""
     conf = json.loads(config.read_text())
     results_dir = config.resolve().parent / conf["results_dir"]
     subjects = {c: subject(repo, c) for c in line}
-
-    def measure(commits: list[str], again: bool = False) -> None:
-        run_commits(runner, config, commits, goal.regex(), log, machine=machine, again=again)
-
-    def figure(commit: str) -> Figure | None:
-        return read_figure(results_dir, commit, goal, machine)
-
     good_end, bad_end = line[0], line[-1]
-    measure([good_end, bad_end])
-    good, bad = figure(good_end), figure(bad_end)
-    for flag, commit, found in (("--good", good_end, good), ("--bad", bad_end, bad)):
-        if found is None:
-            raise SourceError(
-                f"{flag} {commit[:12]} has no figure for {goal.describe()}: "
-                + _why_no_figure(records, commit),
-                f"give a {flag} commit that builds and runs the benchmark",
-            )
-    assert good is not None and bad is not None
+
+    def together(commits: list[str]) -> dict[str, Figure | None]:
+        """One run over ``commits``; each figure from the samples this run added."""
+        unique = list(dict.fromkeys(commits))
+        before = {c: len(read_samples(results_dir, c, goal, machine)) for c in unique}
+        run_commits(runner, config, unique, goal.regex(), log, machine=machine, again=True)
+        added = {c: read_samples(results_dir, c, goal, machine)[before[c] :] for c in unique}
+        return {c: figure_of(new) if new else None for c, new in added.items()}
+
+    def ends_of(run: dict[str, Figure | None], what: str) -> tuple[Figure, Figure]:
+        good, bad = run[good_end], run[bad_end]
+        for flag, commit, found in (("--good", good_end, good), ("--bad", bad_end, bad)):
+            if found is None:
+                raise SourceError(
+                    f"{flag} {commit[:12]} has no figure for {goal.describe()} {what}: "
+                    + _why_no_figure(records, commit),
+                    f"give a {flag} commit that builds and runs the benchmark",
+                )
+        assert good is not None and bad is not None
+        return good, bad
+
+    good, bad = ends_of(together([good_end, bad_end]), "")
     if not ends_differ(good, bad):
         log("the ends' intervals overlap: measuring both once more")
-        measure([good_end, bad_end], again=True)
-        good, bad = figure(good_end), figure(bad_end)
-        assert good is not None and bad is not None
+        good, bad = ends_of(together([good_end, bad_end]), "")
         if not ends_differ(good, bad):
             raise SourceError(
                 f"{goal.describe()} did not change between the ends: {good.describe(goal.unit)} at "
@@ -584,9 +616,7 @@ def bisect(
                 "give ends whose figures differ (or measure with the full profile for more samples)",
             )
     found = Bisection(goal, line, subjects, good, bad, figures={good_end: good, bad_end: bad})
-    log(
-        f"midpoint {midpoint(good, bad):.6g}: good {good.median:.6g} at {good_end[:12]}, bad {bad.median:.6g}"
-    )
+    log(f"good {good.median:.6g} at {good_end[:12]}, bad {bad.median:.6g} at {bad_end[:12]}")
     lo, hi, failed = 0, len(line) - 1, set()
     while hi - lo > 1:
         index = _next_probe(lo, hi, failed)
@@ -594,33 +624,64 @@ def bisect(
             break
         commit = line[index]
         log(f"probing {commit[:12]} ({hi - lo - 1} commit(s) between {line[lo][:12]} and {line[hi][:12]})")
-        measure([commit])
-        probe = figure(commit)
+        run = together([good_end, commit, bad_end])
+        probe = run[commit]
         if probe is None:
             failed.add(index)
             found.skipped[commit] = _why_no_figure(records, commit)
             found.steps.append(f"{commit[:12]} skipped: {found.skipped[commit]}")
             log(f"stepping past {commit[:12]}: {found.skipped[commit]}")
             continue
-        if straddles(probe, good, bad):
-            log(f"{commit[:12]}: its interval holds the midpoint; measuring it once more")
-            measure([commit], again=True)
-            probe = figure(commit) or probe
+        good, bad = ends_of(run, f"in the run probing {commit[:12]}")
+        if not ends_differ(good, bad) or straddles(probe, good, bad):
+            log(f"{commit[:12]}: the ends overlap or its interval holds their midpoint; measuring again")
+            run = together([good_end, commit, bad_end])
+            probe = run[commit] or probe
+            good, bad = ends_of(run, f"in the run probing {commit[:12]} again")
             found.measured_again.append(commit)
+            if not ends_differ(good, bad):
+                raise SourceError(
+                    f"the ends' figures overlapped in two runs in a row while probing {commit[:12]} "
+                    f"(good {good.describe(goal.unit)}, bad {bad.describe(goal.unit)}): the machine is "
+                    "too busy to tell them apart",
+                    QUIET_AGAIN,
+                )
         side = side_of(probe, good, bad)
         found.figures[commit] = probe
-        found.steps.append(f"{commit[:12]} like {side}: {probe.describe(goal.unit)}")
+        found.steps.append(
+            f"{commit[:12]} like {side}: {probe.describe(goal.unit)}; ends in that run "
+            f"{good.median:.6g} / {bad.median:.6g}"
+        )
         lo, hi = (index, hi) if side == "good" else (lo, index)
     found.last_good, found.first_bad = line[lo], line[hi]
+    closing = together([good_end, found.last_good, found.first_bad, bad_end])
+    found.confirmed = {c: f for c, f in closing.items() if f is not None}
+    pair = [closing[found.last_good], closing[found.first_bad]]
+    ends = [closing[good_end], closing[bad_end]]
+    found.isolated = all(f is not None for f in [*pair, *ends]) and step_isolated(*pair, *ends)  # type: ignore[arg-type]
     return found
 
 
+def _figure_text(found: Bisection, commit: str) -> str:
+    figure = found.confirmed.get(commit) or found.figures.get(commit)
+    return figure.describe(found.target.unit) if figure else "no figure"
+
+
 def format_bisection(found: Bisection) -> str:
-    unit, goal = found.target.unit, found.target
-    before, after = found.figures[found.last_good], found.figures[found.first_bad]
+    goal = found.target
+    first, last = found.line[0], found.line[-1]
+    before = found.confirmed.get(found.last_good) or found.figures[found.last_good]
+    after = found.confirmed.get(found.first_bad) or found.figures[found.first_bad]
     ratio = after.median / before.median if before.median else float("nan")
     lines = []
-    if found.unresolved():
+    if not found.isolated:
+        lines.append(
+            f"no single commit isolated for {goal.describe()}: the search ended at {found.last_good[:12]} "
+            f"-> {found.first_bad[:12]}, but the closing run does not show a step there that is apart "
+            f"and carries at least {STEP_SHARE:.0%} of the change between the ends.  The change may be "
+            f"spread over several commits, or the runs were disturbed: {QUIET_AGAIN}"
+        )
+    elif found.unresolved():
         lines.append(
             f"{goal.describe()} changed between {found.last_good[:12]} and {found.first_bad[:12]}; the "
             f"{len(found.unresolved())} commit(s) between them did not build, so the change is in one of "
@@ -629,14 +690,22 @@ def format_bisection(found: Bisection) -> str:
     else:
         lines.append(f"{goal.describe()} changed at {found.first_bad} {found.subjects[found.first_bad]}")
     lines += [
-        f"  before  {found.last_good[:12]} {found.subjects[found.last_good]}: {before.describe(unit)}",
-        f"  after   {found.first_bad[:12]} {found.subjects[found.first_bad]}: {after.describe(unit)}",
+        "  the closing run (the ends and the pair, rounds interleaved):",
+        *(
+            f"    {role:<8} {commit[:12]} {found.subjects[commit]}: {_figure_text(found, commit)}"
+            for role, commit in (
+                ("good end", first),
+                ("before", found.last_good),
+                ("after", found.first_bad),
+                ("bad end", last),
+            )
+        ),
         f"  after / before = {ratio:.3g}",
     ]
     for commit, why in found.skipped.items():
         lines.append(f"  stepped past {commit[:12]} {found.subjects[commit]}: {why}")
     for commit in found.measured_again:
-        lines.append(f"  measured {commit[:12]} twice: its first interval held the midpoint")
+        lines.append(f"  measured {commit[:12]} twice: the ends overlapped or it held their midpoint")
     lines.append("  steps: " + "; ".join(found.steps) if found.steps else "  steps: none (adjacent ends)")
     return "\n".join(lines)
 

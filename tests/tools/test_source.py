@@ -218,6 +218,9 @@ def test_the_bisection_names_the_planted_commit_and_steps_past_the_broken_one(pr
         machine="ci",
     )
     assert found.first_bad == commits["planted"] and found.last_good == commits["fix"]
+    assert found.isolated, "the closing run shows the planted step"
+    ends = (found.line[0], found.line[-1])
+    assert set(found.confirmed) == {*ends, found.last_good, found.first_bad}
     assert commits["broken"] in found.skipped and "build failed" in found.skipped[commits["broken"]]
     after, before = found.figures[found.first_bad], found.figures[found.last_good]
     assert after.median > 2 * before.median, "the planted step is what the bisection reports"
@@ -389,6 +392,41 @@ def test_a_probe_goes_to_the_side_its_median_resembles_on_a_log_scale():
     assert source.straddles(_fig(1.9, 1.5, 2.5), good, bad)
     assert not source.straddles(_fig(1.9, 1.5, 1.99), good, bad)
     assert source.ends_differ(good, bad) and not source.ends_differ(good, _fig(1.2, 1.05, 1.3))
+
+
+def test_a_step_is_isolated_only_when_apart_and_carrying_the_change():
+    good, bad = _fig(1.0, 0.95, 1.05), _fig(1.5, 1.45, 1.55)
+    assert source.step_isolated(_fig(1.0, 0.97, 1.03), _fig(1.45, 1.4, 1.5), good, bad)
+    # intervals that touch: no step
+    assert not source.step_isolated(_fig(1.2, 1.1, 1.35), _fig(1.3, 1.25, 1.4), good, bad)
+    # apart, but a fifth of the change: the rest happened elsewhere
+    assert not source.step_isolated(_fig(1.0, 0.99, 1.01), _fig(1.08, 1.07, 1.09), good, bad)
+    # a step the wrong way
+    assert not source.step_isolated(_fig(1.45, 1.4, 1.5), _fig(1.0, 0.97, 1.03), good, bad)
+    # a speed-up between the ends: a step down is the change
+    assert source.step_isolated(_fig(1.5, 1.45, 1.55), _fig(1.0, 0.97, 1.03), bad, good)
+
+
+def test_a_pair_the_closing_run_does_not_confirm_is_reported_as_no_commit():
+    line = ["a" * 40, "b" * 40, "c" * 40]
+    good, bad = _fig(1.0, 0.95, 1.05), _fig(1.5, 1.45, 1.55)
+    found = source.Bisection(
+        source.Target("ops.X.time_forward", ("1",), "seconds"),
+        line,
+        {c: f"subject {c[0]}" for c in line},
+        good,
+        bad,
+        last_good=line[1],
+        first_bad=line[2],
+        figures={line[0]: good, line[1]: _fig(1.4, 1.3, 1.5), line[2]: bad},
+        confirmed={line[0]: good, line[1]: _fig(1.4, 1.3, 1.5), line[2]: _fig(1.45, 1.4, 1.55)},
+        isolated=False,
+    )
+    text = source.format_bisection(found)
+    assert text.startswith("no single commit isolated") and "changed at" not in text
+    assert "quiet" in text and "bad end  cccccccccccc subject c" in text
+    found.isolated = True
+    assert "changed at " + line[2] + " subject c" in source.format_bisection(found)
 
 
 def test_a_figure_is_the_median_with_an_order_statistic_interval():
