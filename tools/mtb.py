@@ -709,6 +709,11 @@ def gpu_job(args: argparse.Namespace) -> int:
         path = os.pathsep.join(str(p) for p in (site_dir, ROOT) if p.is_dir())
         # asv gives benchmark processes ASV_PYTHONPATH, not PYTHONPATH
         os.environ.update(PYTHONPATH=path, ASV_PYTHONPATH=path)
+        # A CUDA image may forbid bytecode files (PYTHONDONTWRITEBYTECODE): every process then compiles
+        # torch's Python source again, 7-9 s per `import torch` on the H200 tried.  The bytecode goes to
+        # a folder of ours instead, so the host's site-packages stay as they are.
+        if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+            os.environ.setdefault("PYTHONPYCACHEPREFIX", str(site_dir.parent / "pycache"))
         found = bundle.probe(dict(os.environ))
         bundle.check_frameworks(found, site_dir)
     except bundle.BundleError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ calls = []
 
 class Record(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        calls.append(getattr(func, "__qualname__", repr(func)))
+        name = getattr(func, "__qualname__", repr(func))
+        if name != "device":  # torch.device(...) names a device; inductor's modules make some at import
+            calls.append(name)
         return func(*args, **(kwargs or {}))
 
 threads_before = len(os.listdir("/proc/self/task"))
@@ -31,23 +34,72 @@ with Record():
 import sys
 print(json.dumps({
     "modules": modules,
-    # these two initialise CUDA when imported (measured on an H100): the forked children then fail
-    "cuda_initialising_imports": [m for m in ("mlx.core", "torch._inductor.compile_fx") if m in sys.modules],
+    # MLX's CUDA build initialises CUDA when imported (measured on an H100): the forked children fail
+    "cuda_initialising_imports": [m for m in ("mlx.core",) if m in sys.modules],
+    # so does inductor, unless torch.cuda.is_available() asks NVML instead of the driver
+    "inductor_loaded": "torch._inductor.compile_fx" in sys.modules,
+    "nvml_check": os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"),
     "torch_calls": calls,
     "new_threads": len(os.listdir("/proc/self/task")) - threads_before,
 }))
 """
 
 
-def test_importing_every_benchmark_module_runs_no_tensor_op():
+def _probe(**env: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={k: v for k, v in {**os.environ, **env}.items() if v is not None},
     )
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_every_benchmark_module_runs_no_tensor_op():
+    report = _probe(MTB_BACKENDS="all")
     assert "benchmarks.ops.linalg" in report["modules"]
     assert report["torch_calls"] == [], f"torch ran at import: {report['torch_calls'][:5]}"
     assert report["cuda_initialising_imports"] == [], "import these lazily, in the benchmark process"
     assert report["new_threads"] == 0, "importing the suite started threads"
+    # torch-compile is selected: its compiler is loaded before the fork, with the NVML check on
+    assert report["inductor_loaded"] and report["nvml_check"] == "1"
+
+
+def test_the_compiler_is_loaded_only_where_it_is_used_and_safe():
+    assert not _probe(MTB_BACKENDS="torch-cpu,mlx-cpu")["inductor_loaded"], "no torch-compile selected"
+    # a user who asks torch to check CUDA through the driver keeps inductor out of the parent
+    report = _probe(MTB_BACKENDS="all", PYTORCH_NVML_BASED_CUDA_CHECK="0")
+    assert not report["inductor_loaded"] and report["nvml_check"] == "0"
+
+
+FORKED_COMPILE = r"""
+import os
+import benchmarks.harness.frameworks as f
+assert f.TORCH_COMPILER_PRELOADED
+torch = f.torch
+pid = os.fork()
+if pid == 0:
+    x = torch.arange(8.0)
+    y = torch.compile(lambda t: torch.nn.functional.gelu(t) * 2, dynamic=False)(x)
+    os._exit(0 if torch.allclose(y, torch.nn.functional.gelu(x) * 2) else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_compiles_with_the_preloaded_compiler():
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_COMPILE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MTB_BACKENDS": "torch-cpu,torch-compile"},
+    )
+    assert out.stdout.strip().endswith("child 0"), out.stderr[-2000:]
 
 
 def test_the_probe_would_see_tensor_work():
