@@ -227,3 +227,25 @@ def test_error_rates_without_a_run_says_to_run_it(tmp_path):
     out = _mtb("error-rates", "--no-run", "--out", str(tmp_path / "rates"))
     assert out.returncode == 1
     assert "nothing measured in" in out.stderr and "run without --no-run" in out.stderr
+
+
+def test_asv_runs_keep_compiler_caches_beyond_their_temporary_folder(monkeypatch, tmp_path):
+    """Each asv run's TMPDIR goes with it; inductor's and MLX's kernel caches must not go too."""
+    seen: dict[str, str] = {}
+
+    class Done:
+        pid = os.getpid()
+
+        def __init__(self, command, cwd, env, start_new_session):
+            seen.update(env)
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(mtb.subprocess, "Popen", Done)
+    monkeypatch.setattr(mtb.os, "killpg", lambda *a: (_ for _ in ()).throw(ProcessLookupError()))
+    mtb._asv(["machine", "--yes"], {"MLX_PTX_CACHE_DIR": str(tmp_path / "mine")})
+    assert seen["MLX_PTX_CACHE_DIR"] == str(tmp_path / "mine"), "a user's own folder is kept"
+    inductor = Path(seen["TORCHINDUCTOR_CACHE_DIR"])
+    assert inductor.name == "inductor" and not inductor.is_relative_to(seen["TMPDIR"])
+    assert not Path(seen["TMPDIR"]).exists(), "the run's temporary folder is removed after it"
