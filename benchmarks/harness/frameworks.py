@@ -12,7 +12,7 @@ torch.compile's compiler is loaded here all the same: inductor initialises CUDA 
 ``torch.cuda.is_available()``, which calls the CUDA driver unless ``PYTORCH_NVML_BASED_CUDA_CHECK=1``
 makes it ask NVML instead.  With that set, inductor is imported once, here, and its source hashes are
 computed once; every torch-compile child starts with them.  Measured on an H200 (torch 2.11+cu130, warm
-inductor caches): a forked child's first compile took 3.8-4.6 s without this and 1.2-1.5 s with it;
+inductor caches): a forked child's first compile took 3.8-4.6 s without this and 1.15-1.45 s with it;
 without the NVML check the children fail with "Cannot re-initialize CUDA in forked subprocess".
 
 The float32 matmul precision is fixed here, before either framework's first operation, because MLX reads
@@ -73,6 +73,20 @@ def mlx_import_error() -> str | None:
     return _optional_import("mlx.core")[1]
 
 
+def _mlx_kernel_cache() -> None:
+    """MLX keeps compiled CUDA kernels in ``$TMPDIR/mlx/<version>/ptx``, and asv's runs get a temporary
+    folder each, removed after the run: kept instead per MLX version (a source build's version names
+    its commit), since the files are named by kernel only.  A user's own folder is kept."""
+    from importlib import metadata
+    from pathlib import Path
+
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        version = metadata.version("mlx")
+        root = Path.home() / ".cache" / "mlx-torch-bench" / "mlx-ptx"
+        os.environ.setdefault("MLX_PTX_CACHE_DIR", str(root / version))
+
+
+_mlx_kernel_cache()
 mx = _LazyModule("mlx.core")
 mlx_nn = _LazyModule("mlx.nn")
 # Read by torch at each torch.cuda.is_available(); set before torch is imported.  A user's own value
@@ -97,6 +111,9 @@ def preload_torch_compiler() -> bool:
     if torch is None or os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
         return False
     try:
+        # without a working NVML, torch counts devices through the CUDA driver after all
+        if torch.version.cuda is not None and torch.cuda._device_count_nvml() < 0:
+            return False
         for name in TORCH_COMPILER_MODULES:
             importlib.import_module(name)
         from torch._inductor.codecache import torch_key, triton_key

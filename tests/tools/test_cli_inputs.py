@@ -244,8 +244,9 @@ def test_asv_runs_keep_compiler_caches_beyond_their_temporary_folder(monkeypatch
 
     monkeypatch.setattr(mtb.subprocess, "Popen", Done)
     monkeypatch.setattr(mtb.os, "killpg", lambda *a: (_ for _ in ()).throw(ProcessLookupError()))
-    mtb._asv(["machine", "--yes"], {"MLX_PTX_CACHE_DIR": str(tmp_path / "mine")})
-    assert seen["MLX_PTX_CACHE_DIR"] == str(tmp_path / "mine"), "a user's own folder is kept"
+    mtb._asv(["machine", "--yes"], {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "mine")})
+    assert seen["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine"), "a user's own folder is kept"
+    mtb._asv(["machine", "--yes"], {})
     inductor = Path(seen["TORCHINDUCTOR_CACHE_DIR"])
     assert inductor.name == "inductor" and not inductor.is_relative_to(seen["TMPDIR"])
     assert not Path(seen["TMPDIR"]).exists(), "the run's temporary folder is removed after it"
