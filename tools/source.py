@@ -598,7 +598,7 @@ def bisect(
         for flag, commit, found in (("--good", good_end, good), ("--bad", bad_end, bad)):
             if found is None:
                 raise SourceError(
-                    f"{flag} {commit[:12]} has no figure for {goal.describe()} {what}: "
+                    f"{flag} {commit[:12]} has no figure for {goal.describe()}{what}: "
                     + _why_no_figure(records, commit),
                     f"give a {flag} commit that builds and runs the benchmark",
                 )
@@ -632,12 +632,12 @@ def bisect(
             found.steps.append(f"{commit[:12]} skipped: {found.skipped[commit]}")
             log(f"stepping past {commit[:12]}: {found.skipped[commit]}")
             continue
-        good, bad = ends_of(run, f"in the run probing {commit[:12]}")
+        good, bad = ends_of(run, f" in the run probing {commit[:12]}")
         if not ends_differ(good, bad) or straddles(probe, good, bad):
             log(f"{commit[:12]}: the ends overlap or its interval holds their midpoint; measuring again")
             run = together([good_end, commit, bad_end])
             probe = run[commit] or probe
-            good, bad = ends_of(run, f"in the run probing {commit[:12]} again")
+            good, bad = ends_of(run, f" in the run probing {commit[:12]} again")
             found.measured_again.append(commit)
             if not ends_differ(good, bad):
                 raise SourceError(
