@@ -71,6 +71,10 @@ class Series:
     params: tuple[str, ...]
     samples: list[list[float] | None] = field(default_factory=list)  # per point; None: no figure
     rounds: int = 1  # benchmark processes per point (asv's rounds)
+    # samples per process (asv's repeat) where the benchmark list gives it, else 0.  The list is the
+    # last discovery's, made on one machine with one plan: a point whose sample count is not
+    # rounds x repeat (another machine's plan, e.g. a GPU's one process of 10) is not split.
+    repeat: int = 0
     unit: str = "seconds"  # or "ratio" (tools/ratios.py)
 
     @property
@@ -91,6 +95,8 @@ class Series:
         """The median of each process's samples at ``point``, or None when they cannot be told apart."""
         samples = self.samples[point]
         if not samples or self.rounds < 2 or len(samples) % self.rounds:
+            return None
+        if self.repeat and len(samples) != self.rounds * self.repeat:
             return None
         size = len(samples) // self.rounds
         return [float(np.median(samples[i : i + size])) for i in range(0, len(samples), size)]
@@ -136,8 +142,9 @@ def read_results(path: Path) -> dict[str, Any]:
     return data
 
 
-def rounds_of(results_dir: Path) -> dict[str, int]:
-    """Benchmark name -> processes per point, from asv's benchmarks.json beside the machine folders."""
+def rounds_of(results_dir: Path) -> dict[str, tuple[int, int]]:
+    """Benchmark name -> (processes, samples per process) of a point, from asv's benchmarks.json beside
+    the machine folders (0 samples where it does not say)."""
     path = results_dir / "benchmarks.json"
     try:
         data = json.loads(path.read_text())
@@ -146,7 +153,8 @@ def rounds_of(results_dir: Path) -> dict[str, int]:
     except (OSError, ValueError) as exc:
         raise DetectError(f"{path}: not asv's benchmark list ({type(exc).__name__}: {exc})") from None
     return {
-        name: int(entry.get("rounds") or 1)
+        # asv's repeat may also be a (min, max, seconds) range: then the count per process varies
+        name: (int(entry.get("rounds") or 1), entry["repeat"] if isinstance(entry.get("repeat"), int) else 0)
         for name, entry in data.items()
         if isinstance(entry, dict) and entry.get("type") == "time"
     }
@@ -177,7 +185,7 @@ def series_from(files: Sequence[Path | None]) -> dict[str, Series]:
                 clean = tuple(p.strip("'") for p in combo)
                 key = json.dumps([machine, env, name, *clean])
                 entry = series.setdefault(
-                    key, Series(machine, env, name, clean, [None] * len(files), rounds.get(name, 1))
+                    key, Series(machine, env, name, clean, [None] * len(files), *rounds.get(name, (1, 0)))
                 )
                 if values:
                     entry.samples[index] = [float(v) for v in values]

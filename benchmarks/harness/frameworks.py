@@ -92,6 +92,11 @@ mlx_nn = _LazyModule("mlx.nn")
 # Read by torch at each torch.cuda.is_available(); set before torch is imported.  A user's own value
 # is kept (and then the compiler is not loaded before the fork).
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+# A benchmark process compiles one op or one model.  Left to itself, inductor starts a pool of compile
+# workers (one per core, up to 32, each a Python that imports torch) at every process's first
+# torch.compile, whether or not its kernels are cached, and those processes load the host while the
+# benchmark is timed.  Read when inductor's config is imported; a user's own value is kept.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 torch, TORCH_IMPORT_ERROR = _optional_import("torch")
 

@@ -47,8 +47,11 @@ class Profile:
     throughput_min_calls: int
     # The same decisions for a run whose backends are all on a GPU.  A GPU is quieter than the shared
     # VM: on an H200 the medians of separate processes of one SquareMatMul case differed by sd(log) 3.5%
-    # (median over its cases; 12.8% for calls under 100 us), so two rounds of short batches keep the
-    # process-to-process check at a fraction of the CPU plan's samples.
+    # (median over its cases; 12.8% for calls under 100 us), and a process of the full op matrix costs
+    # 0.6-1.7 s of start-up (device context, inputs, compilation) against 0.2 s of samples.  One process
+    # of short batches per parameter set: a second round would double the start-up and still give the
+    # detector too few processes to compare by process (it needs 3; with fewer it compares samples and
+    # waits for the next point to confirm, tools/detect.py).
     accelerator: AcceleratorPlan | None = None
 
     def planned_for(self, backend_names: list[str]) -> Profile:
@@ -89,8 +92,8 @@ PROFILES = {
         throughput_seconds=0.1,
         throughput_min_calls=3,
         accelerator=AcceleratorPlan(
-            rounds=2,
-            repeat=5,
+            rounds=1,
+            repeat=8,
             sample=SamplePlan(warmup_seconds=0.002, batch_seconds=0.01),
             throughput_seconds=0.05,
         ),
@@ -105,8 +108,8 @@ PROFILES = {
         throughput_seconds=1.0,
         throughput_min_calls=10,
         accelerator=AcceleratorPlan(
-            rounds=2,
-            repeat=6,
+            rounds=1,
+            repeat=10,
             sample=SamplePlan(warmup_seconds=0.005, batch_seconds=0.02),
             throughput_seconds=0.1,
         ),

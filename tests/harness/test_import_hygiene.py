@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -39,6 +41,8 @@ print(json.dumps({
     # so does inductor, unless torch.cuda.is_available() asks NVML instead of the driver
     "inductor_loaded": "torch._inductor.compile_fx" in sys.modules,
     "nvml_check": os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK"),
+    "compile_threads": os.environ.get("TORCHINDUCTOR_COMPILE_THREADS"),
+    "inductor_compile_threads": getattr(sys.modules.get("torch._inductor.config"), "compile_threads", None),
     "torch_calls": calls,
     "new_threads": len(os.listdir("/proc/self/task")) - threads_before,
 }))
@@ -68,6 +72,14 @@ def test_importing_every_benchmark_module_runs_no_tensor_op():
     assert report["inductor_loaded"] and report["nvml_check"] == "1"
 
 
+def test_compiling_stays_in_the_benchmark_process_unless_the_user_says_otherwise():
+    # inductor's pool of compile workers would start with every torch-compile benchmark process
+    report = _probe(MTB_BACKENDS="all", TORCHINDUCTOR_COMPILE_THREADS=None)
+    assert report["compile_threads"] == "1" and report["inductor_compile_threads"] == 1
+    report = _probe(MTB_BACKENDS="all", TORCHINDUCTOR_COMPILE_THREADS="4")
+    assert report["compile_threads"] == "4" and report["inductor_compile_threads"] == 4
+
+
 def test_the_compiler_is_loaded_only_where_it_is_used_and_safe():
     assert not _probe(MTB_BACKENDS="torch-cpu,mlx-cpu")["inductor_loaded"], "no torch-compile selected"
     # a user who asks torch to check CUDA through the driver keeps inductor out of the parent
@@ -90,7 +102,10 @@ print("child", os.waitstatus_to_exitcode(status))
 """
 
 
+@pytest.mark.slow
 def test_a_forked_child_compiles_with_the_preloaded_compiler():
+    """A fork after the preload compiles and computes the right values (on a CPU: CUDA's own
+    re-initialisation error shows only on a CUDA host, with MTB_TEST_BACKENDS naming its backends)."""
     out = subprocess.run(
         [sys.executable, "-c", FORKED_COMPILE],
         cwd=ROOT,

@@ -71,7 +71,9 @@ def test_a_run_of_gpu_backends_only_takes_the_accelerator_plan(name):
     assert plan is not None
     gpu = profile.planned_for(["mlx-gpu", "mlx-gpu-compiled", "torch-cuda", "torch-compile"])
     assert (gpu.rounds, gpu.repeat, gpu.sample) == (plan.rounds, plan.repeat, plan.sample)
-    assert gpu.throughput_seconds == plan.throughput_seconds and gpu.rounds >= 2
+    assert gpu.throughput_seconds == plan.throughput_seconds
+    # fewer processes than the CPU plan, yet as many samples per point as the detector's sample test uses
+    assert gpu.rounds < profile.rounds and gpu.rounds * gpu.repeat >= 8
     # shapes and dtypes are the profile's: one history line per profile on every machine
     assert gpu.name == profile.name and gpu.low_precision_dtypes == profile.low_precision_dtypes
     # a CPU backend anywhere, or torch-compile alone (it follows the machine), keeps the CPU plan

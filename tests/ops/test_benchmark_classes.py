@@ -93,3 +93,17 @@ def test_track_units_follow_the_cost_model():
         expected = "GFLOP/s" if cls.spec.bound == "compute" else "GB/s"
         assert cls.track_throughput.unit == expected
         assert cls.track_peak_memory.unit == "bytes"
+
+
+def test_a_gather_counts_each_table_row_read_once():
+    """A row picked many times is read from memory once (then from the cache): the fewest bytes of a
+    large gather are its output, its index and the table, not one table read per pick."""
+    from benchmarks.ops.indexing import GATHER, INDEX_ITEMSIZE
+
+    for case in GATHER.cases("full"):
+        (rows, cols), (n,) = case.shapes
+        output = n * cols * 4
+        table_read = min(rows, n) * cols * 4
+        assert GATHER.cost(case, 4).bytes == output + table_read + n * INDEX_ITEMSIZE
+    big = next(c for c in GATHER.cases("full") if c.shapes == ((64, 256), (1_000_000,)))
+    assert GATHER.cost(big, 4).bytes < 1.01 * 1_000_000 * 256 * 4

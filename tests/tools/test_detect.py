@@ -45,7 +45,7 @@ def _write(path: Path, machine: str, series: dict[str, dict[str, list[float]]]) 
             "result_columns": COLUMNS, "results": results}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
-    listing = {n: {"type": "time", "rounds": ROUNDS} for n in series if ".time_" in n}
+    listing = {n: {"type": "time", "rounds": ROUNDS, "repeat": PER_ROUND} for n in series if ".time_" in n}
     (path.parent.parent / "benchmarks.json").write_text(json.dumps({**listing, "version": 2}))
     return path
 
@@ -193,3 +193,16 @@ def test_bad_files_are_named(tmp_path):
     (good.parent.parent / "benchmarks.json").write_text("{")
     with pytest.raises(detect.DetectError, match=r"benchmarks\.json: not asv's benchmark list"):
         detect.series_from([good])
+
+
+def test_a_point_measured_with_another_plan_is_not_split_into_processes(tmp_path):
+    """The benchmark list holds one machine's plan (4 processes of 5 samples here); a GPU machine's
+    point of one process of 8 samples (the quick profile's accelerator plan) must not be cut into 4
+    made-up processes of 2."""
+    rng = np.random.default_rng(3)
+    name = "ops.a.Op.time_forward"
+    cpu = _write(tmp_path / "vm" / "p0.json", "vm", {name: {"mlx-cpu": _samples(rng, 1.0, 0.05)}})
+    gpu = _write(tmp_path / "gpu" / "p0.json", "gpu", {name: {"mlx-gpu": list(rng.normal(1.0, 0.01, 8))}})
+    by_machine = {s.machine: s for s in detect.series_from([cpu, gpu]).values()}
+    assert len(by_machine["vm"].process_medians(0)) == ROUNDS
+    assert by_machine["gpu"].process_medians(1) is None
