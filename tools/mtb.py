@@ -964,6 +964,9 @@ def bisect_job(args: argparse.Namespace) -> int:
         found = source_tool.bisect(
             runner, plan.config, plan.repo, line, goal, plan.build.records(), _log, machine=args.machine
         )
+    except source_tool.BisectionStopped as exc:
+        print(source_tool.format_stopped(exc.found))
+        raise SystemExit(f"mtb: error: {exc}") from None
     except source_tool.SourceError as exc:
         raise SystemExit(f"mtb: error: {exc}") from None
     print(source_tool.format_bisection(found))

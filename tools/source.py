@@ -56,6 +56,14 @@ class SourceError(ValueError):
         super().__init__(f"{problem}; fix: {fix}")
 
 
+class BisectionStopped(SourceError):
+    """A bisection that could not go on: ``found`` holds its steps so far (the figures stay recorded)."""
+
+    def __init__(self, stopped: SourceError, found: Bisection) -> None:
+        ValueError.__init__(self, str(stopped))
+        self.found = found
+
+
 # ---------------------------------------------------------------------------------------------------
 # The configuration
 # ---------------------------------------------------------------------------------------------------
@@ -485,6 +493,15 @@ def read_samples(results_dir: Path, commit: str, goal: Target, machine: str | No
     return list(samples) if samples else [value]
 
 
+def added_samples(before: Sequence[float], after: Sequence[float]) -> list[float]:
+    """The samples one asv run added, from a commit's samples before and after it.  asv appends them
+    with --append-samples, but starts afresh where a round failed or the benchmark's code changed:
+    then everything stored is this run's."""
+    if list(after[: len(before)]) == list(before):
+        return list(after[len(before) :])
+    return list(after)
+
+
 def read_figure(results_dir: Path, commit: str, goal: Target, machine: str | None = None) -> Figure | None:
     """The figure of every sample asv recorded for ``goal`` at ``commit`` (None: no sample)."""
     samples = read_samples(results_dir, commit, goal, machine)
@@ -588,9 +605,9 @@ def bisect(
     def together(commits: list[str]) -> dict[str, Figure | None]:
         """One run over ``commits``; each figure from the samples this run added."""
         unique = list(dict.fromkeys(commits))
-        before = {c: len(read_samples(results_dir, c, goal, machine)) for c in unique}
+        before = {c: read_samples(results_dir, c, goal, machine) for c in unique}
         run_commits(runner, config, unique, goal.regex(), log, machine=machine, again=True)
-        added = {c: read_samples(results_dir, c, goal, machine)[before[c] :] for c in unique}
+        added = {c: added_samples(before[c], read_samples(results_dir, c, goal, machine)) for c in unique}
         return {c: figure_of(new) if new else None for c, new in added.items()}
 
     def ends_of(run: dict[str, Figure | None], what: str) -> tuple[Figure, Figure]:
@@ -617,7 +634,24 @@ def bisect(
             )
     found = Bisection(goal, line, subjects, good, bad, figures={good_end: good, bad_end: bad})
     log(f"good {good.median:.6g} at {good_end[:12]}, bad {bad.median:.6g} at {bad_end[:12]}")
+    try:
+        return _search(found, together, ends_of, records, log)
+    except SourceError as exc:
+        raise BisectionStopped(exc, found) from None
+
+
+def _search(
+    found: Bisection,
+    together: Callable[[list[str]], dict[str, Figure | None]],
+    ends_of: Callable[[dict[str, Figure | None], str], tuple[Figure, Figure]],
+    records: Path,
+    log: Log,
+) -> Bisection:
+    """The binary search of ``bisect`` and its closing run; ``found`` records each step as it goes."""
+    line, goal = found.line, found.target
+    good_end, bad_end = line[0], line[-1]
     lo, hi, failed = 0, len(line) - 1, set()
+    found.last_good, found.first_bad = line[lo], line[hi]
     while hi - lo > 1:
         index = _next_probe(lo, hi, failed)
         if index is None:
@@ -653,7 +687,7 @@ def bisect(
             f"{good.median:.6g} / {bad.median:.6g}"
         )
         lo, hi = (index, hi) if side == "good" else (lo, index)
-    found.last_good, found.first_bad = line[lo], line[hi]
+        found.last_good, found.first_bad = line[lo], line[hi]
     closing = together([good_end, found.last_good, found.first_bad, bad_end])
     found.confirmed = {c: f for c, f in closing.items() if f is not None}
     pair = [closing[found.last_good], closing[found.first_bad]]
@@ -665,6 +699,17 @@ def bisect(
 def _figure_text(found: Bisection, commit: str) -> str:
     figure = found.confirmed.get(commit) or found.figures.get(commit)
     return figure.describe(found.target.unit) if figure else "no figure"
+
+
+def format_stopped(found: Bisection) -> str:
+    """What a bisection that stopped midway had found (its figures stay in the results)."""
+    between = found.line.index(found.first_bad) - found.line.index(found.last_good) - 1
+    lines = [
+        f"stopped after {len(found.steps)} step(s): the change in {found.target.describe()} lies after "
+        f"{found.last_good[:12]} and at or before {found.first_bad[:12]} ({between} commit(s) between)",
+        *(f"  {step}" for step in found.steps),
+    ]
+    return "\n".join(lines)
 
 
 def format_bisection(found: Bisection) -> str:

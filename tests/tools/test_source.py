@@ -472,3 +472,46 @@ def test_the_build_step_imports_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_runs_added_samples_are_told_apart_from_earlier_ones():
+    assert source.added_samples([1.0, 2.0], [1.0, 2.0, 3.0, 4.0]) == [3.0, 4.0]
+    assert source.added_samples([], [5.0]) == [5.0]
+    # asv started afresh (a failed round, or the benchmark's code changed): all it holds is this run's
+    assert source.added_samples([1.0, 2.0, 3.0], [7.0, 8.0]) == [7.0, 8.0]
+    assert source.added_samples([1.0, 2.0], [9.0, 2.0, 3.0]) == [9.0, 2.0, 3.0]
+
+
+def test_a_bisection_stopped_midway_keeps_its_steps(tmp_path, monkeypatch):
+    """The ends overlap twice while probing the second commit: the error carries the first step."""
+    line = [c * 40 for c in "abcde"]
+    # the figures of each asv run, by commit: the ends, a probe like the good end, then two busy runs
+    runs = iter([
+        {"a": 1.0, "e": 2.0},
+        {"a": 1.0, "c": 1.0, "e": 2.0},
+        {"a": 1.5, "d": 1.5, "e": 1.5},
+        {"a": 1.5, "d": 1.5, "e": 1.5},
+    ])  # fmt: skip
+    stored: dict[str, list[float]] = {}
+
+    def fake_run(runner, config, commits, bench, log, machine=None, again=False):
+        figures = next(runs)
+        for commit in commits:
+            stored.setdefault(commit, []).extend(figures[commit[0]] * (1 + 0.001 * i) for i in range(10))
+        return 0
+
+    monkeypatch.setattr(source, "run_commits", fake_run)
+    monkeypatch.setattr(
+        source, "read_samples", lambda _dir, commit, goal, machine=None: list(stored.get(commit, []))
+    )
+    monkeypatch.setattr(source, "subject", lambda repo, commit: f"subject {commit[0]}")
+    config = tmp_path / "asv.conf.json"
+    config.write_text(json.dumps({"results_dir": "results"}))
+    goal = source.Target("ops.X.time_forward", ("1",), "seconds")
+    with pytest.raises(source.BisectionStopped, match="too busy") as stopped:
+        source.bisect(lambda args: 0, config, tmp_path, line, goal, tmp_path, lambda _msg: None)
+    found = stopped.value.found
+    assert (found.last_good, found.first_bad) == (line[2], line[4]) and len(found.steps) == 1
+    assert found.steps[0].startswith("cccccccccccc like good")
+    text = source.format_stopped(found)
+    assert "stopped after 1 step(s)" in text and "(1 commit(s) between)" in text
