@@ -607,6 +607,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", help="its parameter values in order, comma-separated, e.g. '8x1e5,float32,mlx-cpu'"
     )
 
+    scr = sub.add_parser(
+        "screen",
+        help="which op cases changed between consecutive MLX versions on mlx-cpu, timed in lockstep",
+        formatter_class=HelpFormatter,
+    )
+    scr.add_argument(
+        "--mlx", required=True,
+        help="comma list, oldest first: release numbers (installed once with pip) or folders holding mlx",
+    )  # fmt: skip
+    scr.add_argument("--ops", help="regular expression over op names (default: every op)")
+    scr.add_argument("--rounds", type=int, default=5, help="times each case is timed on every version")
+    scr.add_argument("--threshold", type=float, default=0.15, help="the smallest step named (0.15: 15%%)")
+    scr.add_argument("--profile", default=os.environ.get("MTB_PROFILE", "quick"), help="quick or full")
+    scr.add_argument("--json", type=Path, help="also write every timing and step here")
+
     sp = sub.add_parser("spread", help="run-to-run spread of time_ results between two asv result files")
     sp.add_argument("first", type=Path)
     sp.add_argument("second", type=Path)
@@ -1228,6 +1243,38 @@ def run_command(args: argparse.Namespace) -> int:
         print(spread_tool.format_report(report, worst=args.worst))
     elif args.command == "fidelity":
         return fidelity_job(args)
+    elif args.command == "screen":
+        return screen_job(args)
+    return 0
+
+
+def screen_job(args: argparse.Namespace) -> int:
+    """Op cases timed on several MLX versions in lockstep; the steps between consecutive versions."""
+    from tools import screen
+
+    check_profile(args.profile)
+    if args.rounds < 2:
+        raise SystemExit(
+            "mtb screen: --rounds must be 2 or more (a step must point the same way in every round)"
+        )
+    if not 0 < args.threshold < 10:
+        raise SystemExit("mtb screen: --threshold is a fraction such as 0.15 (15%)")
+    cache = Path(settings.read("MTB_SOURCE_CACHE")) / "releases"
+    try:
+        cases = screen.screen_cases(args.ops, args.profile)
+        versions = screen.resolve_versions([v.strip() for v in args.mlx.split(",") if v.strip()], cache, _log)
+        _log(f"{len(cases)} case(s) x {len(versions)} versions x {args.rounds} rounds")
+        times = screen.measure(versions, cases, args.rounds, args.profile, _log)
+    except screen.ScreenError as exc:
+        raise SystemExit(f"mtb screen: {exc}") from None
+    labels = [v.label for v in versions]
+    found = screen.steps(times, labels, args.threshold)
+    print(screen.format_screen(found, len(cases), labels, args.threshold))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "versions": labels, "profile": args.profile, "times": times,
+            "steps": [dataclasses.asdict(s) for s in found],
+        }, indent=1))  # fmt: skip
     return 0
 
 

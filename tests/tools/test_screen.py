@@ -1,0 +1,123 @@
+"""The release screen: steps are named from crafted figures by the rule it states, versions are checked
+before anything runs, and a lockstep run over two installed MLX folders records every case on both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import screen
+
+ROOT = Path(__file__).resolve().parents[2]
+LABELS = ["0.1.0", "0.2.0", "0.3.0"]
+
+
+def _times(**by_case: list[list[float | None]]) -> dict[str, dict[str, list[float | None]]]:
+    """case -> figures per version in LABELS order, each a list of rounds."""
+    return {
+        case.replace("_", "|"): dict(zip(LABELS, rounds, strict=True)) for case, rounds in by_case.items()
+    }
+
+
+def test_a_step_shown_the_same_way_in_every_round_is_named_and_noise_is_not():
+    times = _times(
+        Slow_a=[[10.0, 11.0, 9.0], [13.0, 14.5, 11.6], [13.1, 14.4, 11.5]],  # x1.3 at 0.2.0, every round
+        Fast_b=[[2.0, 2.2, 2.1], [2.0, 2.1, 2.2], [1.0, 1.2, 1.1]],  # x0.5 at 0.3.0
+        Mixed_c=[[1.0, 1.0, 1.0], [1.5, 1.5, 0.9], [1.5, 1.5, 0.9]],  # one round the other way
+        Small_d=[[1.0, 1.0, 1.0], [1.1, 1.12, 1.08], [1.1, 1.1, 1.1]],  # under the threshold
+        Failed_e=[[1.0, None, None], [2.0, 2.0, None], [2.0, 2.0, 2.0]],  # one usable round: not counted
+    )
+    found = screen.steps(times, LABELS, 0.15)
+    assert [(s.case, s.before, s.after) for s in found] == [
+        ("Fast|b", "0.2.0", "0.3.0"),
+        ("Slow|a", "0.1.0", "0.2.0"),
+    ]
+    assert found[0].median == pytest.approx(0.5, rel=0.05) and "faster" in found[0].describe()
+    assert "x1.30 slower" in found[1].describe()
+    # one noisy round does not hide a step whose median is beyond the threshold
+    noisy = _times(Step_f=[[10.0, 10.0, 10.0], [10.9, 13.0, 13.5], [10.9, 13.0, 13.5]])
+    assert [s.case for s in screen.steps(noisy, LABELS, 0.15)] == ["Step|f"]
+    text = screen.format_screen(found, 5, LABELS, 0.15)
+    assert "5 case(s) on 3 versions" in text and "Fast|b: 0.2.0 -> 0.3.0" in text
+    assert screen.format_screen([], 5, LABELS, 0.15).endswith("none")
+
+
+def test_every_version_takes_its_turn_first_and_last():
+    labels = ["a", "b", "c"]
+    orders = [screen.visiting_order(labels, case, 0) for case in range(6)]
+    assert all(sorted(o) == labels for o in orders)
+    assert {o[0] for o in orders} == set(labels) and {o[-1] for o in orders} == set(labels)
+
+
+def test_bad_versions_are_named_before_anything_is_installed_or_run(tmp_path, monkeypatch):
+    def no_install(*_args):
+        raise AssertionError("nothing may be installed for bad input")
+
+    monkeypatch.setattr(screen, "install_release", no_install)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    twin_a, twin_b = tmp_path / "a" / "mlx-build", tmp_path / "b" / "mlx-build"
+    for twin in (twin_a, twin_b):
+        (twin / "mlx").mkdir(parents=True)
+    cases = [
+        (["0.29.2"], "fewer than two"),
+        (["0.29.2", "0.29.2"], "names a version twice"),
+        ([str(empty), "latest"], "holds no installed mlx package"),
+        (["0.29.2", "no/such/folder"], "neither a release number"),
+        ([str(twin_a), str(twin_b)], "would share a name"),
+    ]
+    for specs, message in cases:
+        with pytest.raises(screen.ScreenError, match=message) as err:
+            screen.resolve_versions(specs, tmp_path / "cache", lambda _m: None)
+        assert "; fix: " in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(screen.ScreenError, match="matches no op"):
+        screen.screen_cases("^NoSuchOp$", "quick")
+    with pytest.raises(screen.ScreenError, match="not a regular expression"):
+        screen.screen_cases("(", "quick")
+
+
+def _mlx_folder(target: Path) -> Path:
+    """A folder holding this environment's MLX (links to its files), as a source build's target."""
+    import mlx
+
+    site = Path(next(iter(mlx.__path__))).parent
+    target.mkdir()
+    for entry in site.iterdir():
+        if entry.name.startswith("mlx"):
+            (target / entry.name).symlink_to(entry)
+    return target
+
+
+def test_a_lockstep_run_records_every_case_on_every_version(tmp_path):
+    first, second = _mlx_folder(tmp_path / "first"), _mlx_folder(tmp_path / "second")
+    out = tmp_path / "screen.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTB_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.mtb", "screen", "--mlx", f"{first},{second}", "--ops", "^ReLU$",
+         "--rounds", "2", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "on 2 versions (first, second)" in run.stdout
+    data = json.loads(out.read_text())
+    assert data["versions"] == ["first", "second"] and set(data["times"]) == set(
+        screen.screen_cases("^ReLU$", "quick")
+    )
+    for by_version in data["times"].values():
+        assert all(
+            len(rounds) == 2 and all(t is not None and t > 0 for t in rounds)
+            for rounds in by_version.values()
+        )
+
+
+def test_the_command_refuses_one_round():
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.mtb", "screen", "--mlx", "0.29.2,0.29.3", "--rounds", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode != 0 and "--rounds must be 2 or more" in run.stderr

@@ -1,0 +1,290 @@
+"""A release screen: which op cases changed between consecutive MLX versions, measured in lockstep.
+
+On a shared machine a whole process runs faster or slower than the next, and a slow spell can last
+minutes, so timing one release after another mixes the machine's moods into the releases' differences.
+Here every version has a worker process of its own (its MLX first on the path), all started at once; each
+case is timed on every version within seconds of each other (the order rotated and reversed from case to
+case and round to round), so a spell reaches all versions alike.  A step between two versions is named
+when the median of its rounds' ratios is beyond the threshold and every round points the same way: the
+candidates for ``mtb bisect``, which confirms them.
+
+Each timing is the median per-call time of three back-to-back batches of the suite's prepared call
+(``OpRun``: the same inputs, placement and synchronisation as the asv benchmark).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKEND = "mlx-cpu"
+DTYPE = "float32"
+BATCHES = 3
+BATCH_SECONDS = 0.05
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+
+Log = Callable[[str], None]
+
+
+class ScreenError(ValueError):
+    """Bad input: ``str()`` is one line, the problem and its fix."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; fix: {fix}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The versions
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Version:
+    label: str  # what the report calls it: the release number or the folder's name
+    path: Path  # a folder holding the ``mlx`` package, put first on the worker's path
+
+
+def release_folder(version: str, cache: Path) -> Path:
+    return cache / f"mlx-{version}"
+
+
+def install_release(version: str, cache: Path, log: Log) -> Path:
+    """MLX ``version`` for the CPU (``mlx`` and ``mlx-cpu``, as ``mlx[cpu]``), installed once into a
+    folder of the cache with pip."""
+    folder = release_folder(version, cache)
+    if (folder / "mlx").is_dir():
+        return folder
+    log(f"installing MLX {version} (mlx, mlx-cpu) into {folder}")
+    partial = folder.with_name(folder.name + ".partial")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(partial),
+         f"mlx=={version}", f"mlx-cpu=={version}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if out.returncode != 0:
+        last = (out.stderr.strip() or out.stdout.strip()).splitlines()[-1:] or ["(no output)"]
+        raise ScreenError(
+            f"pip could not install MLX {version} for the CPU: {last[0]}",
+            "give a release that has mlx and mlx-cpu wheels for this Python (0.26.5 or later), or a folder",
+        )
+    partial.rename(folder)
+    return folder
+
+
+def resolve_versions(specs: Sequence[str], cache: Path, log: Log) -> list[Version]:
+    """Each of ``specs`` a release number (installed from the package index) or a folder holding an
+    installed ``mlx`` (a source build's ``pip install --target``).  Checked before anything runs."""
+    if len(specs) < 2:
+        raise ScreenError("a screen compares versions: fewer than two given", "give --mlx V1,V2[,...]")
+    if len(set(specs)) != len(specs):
+        raise ScreenError(f"--mlx names a version twice ({', '.join(specs)})", "give each version once")
+    folders: dict[str, Path] = {}
+    for spec in specs:  # every spec checked before anything is installed
+        folder = Path(spec).expanduser()
+        if folder.is_dir():
+            if not (folder / "mlx").is_dir():
+                raise ScreenError(
+                    f"{folder} holds no installed mlx package", "give a folder made by pip install --target"
+                )
+            folders[spec] = folder.resolve()
+        elif not VERSION_RE.match(spec):
+            raise ScreenError(
+                f"{spec!r} is neither a release number (such as 0.29.2) nor a folder",
+                "give a release or a folder",
+            )
+    labels = [folders[spec].name if spec in folders else spec for spec in specs]
+    if len(set(labels)) != len(labels):
+        raise ScreenError(
+            f"two versions would share a name ({', '.join(labels)})", "give folders with distinct names"
+        )
+    return [
+        Version(label, folders[spec]) if spec in folders else Version(spec, install_release(spec, cache, log))
+        for spec, label in zip(specs, labels, strict=True)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The cases
+# ---------------------------------------------------------------------------------------------------
+def screen_cases(ops: str | None, profile: str) -> list[str]:
+    """``Op|case`` of every op whose name ``ops`` matches (a regular expression; None: every op)."""
+    from benchmarks.ops import all_specs
+
+    try:
+        pattern = re.compile(ops or "")
+    except re.error as exc:
+        raise ScreenError(
+            f"--ops {ops!r} is not a regular expression ({exc})", "give one, e.g. 'Sigmoid|GELU'"
+        ) from None
+    cases = [f"{s.name}|{c.label}" for s in all_specs() if pattern.search(s.name) for c in s.cases(profile)]
+    if not cases:
+        raise ScreenError(f"--ops {ops!r} matches no op", "python3 -m asv check lists the op classes")
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lockstep timing
+# ---------------------------------------------------------------------------------------------------
+def worker_env(version: Version) -> dict[str, str]:
+    path = os.pathsep.join([str(version.path), str(ROOT)])
+    return {**os.environ, "PYTHONPATH": path, "MTB_BACKENDS": BACKEND}
+
+
+def _start(version: Version, profile: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tools.screen", "--worker", profile],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=worker_env(version),
+    )  # fmt: skip
+
+
+def _ask(worker: subprocess.Popen, line: str) -> dict:
+    assert worker.stdin is not None and worker.stdout is not None
+    worker.stdin.write(line + "\n")
+    worker.stdin.flush()
+    answer = worker.stdout.readline()
+    if not answer:
+        raise ScreenError("a worker process stopped", "run again; its error is printed above")
+    return json.loads(answer)
+
+
+def visiting_order(labels: Sequence[str], case_index: int, round_index: int) -> list[str]:
+    """The versions in the order they time one case: rotated by one per case and round, reversed every
+    other, so no version is always first or always right after another."""
+    k = (case_index + round_index) % len(labels)
+    order = list(labels[k:]) + list(labels[:k])
+    return order[::-1] if (case_index + round_index) % 2 else order
+
+
+def measure(
+    versions: Sequence[Version], cases: Sequence[str], rounds: int, profile: str, log: Log
+) -> dict[str, dict[str, list[float | None]]]:
+    """case -> version label -> its time per call in each round (None: it failed on that version)."""
+    workers = {v.label: _start(v, profile) for v in versions}
+    try:
+        for v in versions:
+            found = _ask(workers[v.label], "version")["version"]
+            if VERSION_RE.match(v.label) and found != v.label:
+                raise ScreenError(
+                    f"the worker for {v.label} imported MLX {found}",
+                    f"remove {v.path} and run again (it reinstalls)",
+                )
+            log(f"{v.label}: MLX {found} from {v.path}")
+        times: dict[str, dict[str, list[float | None]]] = {c: {v.label: [] for v in versions} for c in cases}
+        started = time.monotonic()
+        for r in range(rounds):
+            for i, case in enumerate(cases):
+                for label in visiting_order([v.label for v in versions], i, r):
+                    answer = _ask(workers[label], case)
+                    if answer.get("error") and r == 0:
+                        log(f"{case} on {label}: {answer['error']}")
+                    times[case][label].append(answer.get("t"))
+            log(f"round {r + 1}/{rounds} done at {time.monotonic() - started:.0f} s")
+        return times
+    finally:
+        for w in workers.values():
+            if w.stdin:
+                w.stdin.close()
+            w.wait(timeout=60)
+
+
+def worker(profile_name: str) -> None:
+    """One version: answers ``version`` with MLX's version, and ``Op|case`` with the time per call."""
+    from benchmarks.harness.frameworks import mx
+    from benchmarks.harness.profiles import get_profile
+    from benchmarks.harness.run import OpRun
+    from benchmarks.ops import all_specs
+
+    specs = {s.name: s for s in all_specs()}
+    profile = get_profile(profile_name)
+    prepared: dict[str, OpRun] = {}
+    for line in sys.stdin:
+        item = line.strip()
+        if item == "version":
+            print(json.dumps({"version": mx.__version__}), flush=True)
+            continue
+        try:
+            if item not in prepared:
+                name, label = item.split("|", 1)
+                prepared[item] = OpRun.prepare(specs[name], label, DTYPE, BACKEND, profile)
+            run = prepared[item]
+            run.call()
+            per_call = []
+            for _ in range(BATCHES):
+                calls, start = 0, time.perf_counter()
+                while calls < 2 or time.perf_counter() - start < BATCH_SECONDS:
+                    run.call()
+                    calls += 1
+                per_call.append((time.perf_counter() - start) / calls)
+            print(json.dumps({"t": statistics.median(per_call)}), flush=True)
+        except Exception as exc:  # a case this version cannot run is reported, not fatal
+            print(json.dumps({"t": None, "error": f"{type(exc).__name__}: {exc}"[:300]}), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    case: str
+    before: str
+    after: str
+    ratios: tuple[float, ...]  # after / before in each round, both timed within seconds
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self) -> str:
+        kind = "slower" if self.median > 1 else "faster"
+        low, high = min(self.ratios), max(self.ratios)
+        return (
+            f"{self.case}: {self.before} -> {self.after} x{self.median:.2f} {kind} "
+            f"(rounds x{low:.2f}-x{high:.2f})"
+        )
+
+
+def steps(
+    times: dict[str, dict[str, list[float | None]]], labels: Sequence[str], threshold: float
+) -> list[Step]:
+    """Steps between consecutive versions whose median ratio over the rounds is beyond ``threshold``
+    (0.15: 15%) with every round pointing the same way, largest first.  A round where either side failed
+    does not count, nor does a case with fewer than two rounds on both sides."""
+    found = []
+    limit = math.log1p(threshold)
+    for case, by_version in times.items():
+        for before, after in itertools.pairwise(labels):
+            pairs = [
+                b / a for a, b in zip(by_version[before], by_version[after], strict=True)
+                if a is not None and b is not None and a > 0
+            ]  # fmt: skip
+            if len(pairs) < 2:
+                continue
+            logs = [math.log(r) for r in pairs]
+            middle = statistics.median(logs)
+            same_way = all(x > 0 for x in logs) or all(x < 0 for x in logs)
+            if same_way and abs(middle) >= limit:
+                found.append(Step(case, before, after, tuple(pairs)))
+    return sorted(found, key=lambda s: -abs(math.log(s.median)))
+
+
+def format_screen(found: Sequence[Step], cases: int, labels: Sequence[str], threshold: float) -> str:
+    head = (
+        f"{cases} case(s) on {len(labels)} versions ({', '.join(labels)}); steps of {threshold:.0%} or more "
+        "(median of the rounds, every round the same way):"
+    )
+    if not found:
+        return head + "\n  none"
+    return "\n".join([head, *(f"  {s.describe()}" for s in found)])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    worker(sys.argv[2])
