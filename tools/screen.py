@@ -238,6 +238,9 @@ class Step:
     before: str
     after: str
     ratios: tuple[float, ...]  # after / before in each round, both timed within seconds
+    # the version after ``after``, and whether it stays on ``after``'s side (None: ``after`` is the last)
+    next_version: str | None = None
+    holds: bool | None = None
 
     @property
     def median(self) -> float:
@@ -246,40 +249,61 @@ class Step:
     def describe(self) -> str:
         kind = "slower" if self.median > 1 else "faster"
         low, high = min(self.ratios), max(self.ratios)
+        then = ""
+        if self.next_version is not None:
+            then = f"; {'holds' if self.holds else 'not held'} at {self.next_version}"
         return (
             f"{self.case}: {self.before} -> {self.after} x{self.median:.2f} {kind} "
-            f"(rounds x{low:.2f}-x{high:.2f})"
+            f"(rounds x{low:.2f}-x{high:.2f}{then})"
         )
+
+
+def _round_ratios(by_version: dict[str, list[float | None]], before: str, after: str) -> list[float]:
+    return [
+        b / a for a, b in zip(by_version[before], by_version[after], strict=True)
+        if a is not None and b is not None and a > 0
+    ]  # fmt: skip
+
+
+def _beyond(ratios: Sequence[float], limit: float) -> int:
+    """+1 or -1 when the median ratio is beyond ``limit`` (a log) with every ratio the same way, else 0."""
+    if len(ratios) < 2:
+        return 0
+    logs = [math.log(r) for r in ratios]
+    same_way = all(x > 0 for x in logs) or all(x < 0 for x in logs)
+    middle = statistics.median(logs)
+    return int(math.copysign(1, middle)) if same_way and abs(middle) >= limit else 0
 
 
 def steps(
     times: dict[str, dict[str, list[float | None]]], labels: Sequence[str], threshold: float
 ) -> list[Step]:
     """Steps between consecutive versions whose median ratio over the rounds is beyond ``threshold``
-    (0.15: 15%) with every round pointing the same way, largest first.  A round where either side failed
-    does not count, nor does a case with fewer than two rounds on both sides."""
+    (0.15: 15%) with every round pointing the same way; lasting ones (the next version, against the
+    version before the step, beyond the threshold the same way) first, each group largest first.  A
+    round where either side failed does not count, nor does a case with fewer than two such rounds."""
     found = []
     limit = math.log1p(threshold)
     for case, by_version in times.items():
-        for before, after in itertools.pairwise(labels):
-            pairs = [
-                b / a for a, b in zip(by_version[before], by_version[after], strict=True)
-                if a is not None and b is not None and a > 0
-            ]  # fmt: skip
-            if len(pairs) < 2:
+        for i, (before, after) in enumerate(itertools.pairwise(labels)):
+            ratios = _round_ratios(by_version, before, after)
+            way = _beyond(ratios, limit)
+            if not way:
                 continue
-            logs = [math.log(r) for r in pairs]
-            middle = statistics.median(logs)
-            same_way = all(x > 0 for x in logs) or all(x < 0 for x in logs)
-            if same_way and abs(middle) >= limit:
-                found.append(Step(case, before, after, tuple(pairs)))
-    return sorted(found, key=lambda s: -abs(math.log(s.median)))
+            following = labels[i + 2] if i + 2 < len(labels) else None
+            holds = (
+                None
+                if following is None
+                else _beyond(_round_ratios(by_version, before, following), limit) == way
+            )
+            found.append(Step(case, before, after, tuple(ratios), following, holds))
+    return sorted(found, key=lambda s: (s.holds is False, -abs(math.log(s.median))))
 
 
 def format_screen(found: Sequence[Step], cases: int, labels: Sequence[str], threshold: float) -> str:
     head = (
         f"{cases} case(s) on {len(labels)} versions ({', '.join(labels)}); steps of {threshold:.0%} or more "
-        "(median of the rounds, every round the same way):"
+        "(median of the rounds, every round the same way), lasting ones first:"
     )
     if not found:
         return head + "\n  none"

@@ -31,19 +31,24 @@ def test_a_step_shown_the_same_way_in_every_round_is_named_and_noise_is_not():
         Mixed_c=[[1.0, 1.0, 1.0], [1.5, 1.5, 0.9], [1.5, 1.5, 0.9]],  # one round the other way
         Small_d=[[1.0, 1.0, 1.0], [1.1, 1.12, 1.08], [1.1, 1.1, 1.1]],  # under the threshold
         Failed_e=[[1.0, None, None], [2.0, 2.0, None], [2.0, 2.0, 2.0]],  # one usable round: not counted
+        Flip_g=[[1.0, 1.0, 1.0], [1.5, 1.5, 1.5], [1.0, 1.0, 1.0]],  # a step undone at the next version
     )
     found = screen.steps(times, LABELS, 0.15)
     assert [(s.case, s.before, s.after) for s in found] == [
         ("Fast|b", "0.2.0", "0.3.0"),
+        ("Flip|g", "0.2.0", "0.3.0"),
         ("Slow|a", "0.1.0", "0.2.0"),
+        ("Flip|g", "0.1.0", "0.2.0"),  # lasting ones first: this one is not
     ]
     assert found[0].median == pytest.approx(0.5, rel=0.05) and "faster" in found[0].describe()
-    assert "x1.30 slower" in found[1].describe()
+    assert found[0].holds is None and "holds" not in found[0].describe()
+    assert "x1.30 slower" in found[2].describe() and "holds at 0.3.0" in found[2].describe()
+    assert found[3].holds is False and "not held at 0.3.0" in found[3].describe()
     # one noisy round does not hide a step whose median is beyond the threshold
     noisy = _times(Step_f=[[10.0, 10.0, 10.0], [10.9, 13.0, 13.5], [10.9, 13.0, 13.5]])
     assert [s.case for s in screen.steps(noisy, LABELS, 0.15)] == ["Step|f"]
-    text = screen.format_screen(found, 5, LABELS, 0.15)
-    assert "5 case(s) on 3 versions" in text and "Fast|b: 0.2.0 -> 0.3.0" in text
+    text = screen.format_screen(found, 6, LABELS, 0.15)
+    assert "6 case(s) on 3 versions" in text and "Fast|b: 0.2.0 -> 0.3.0" in text
     assert screen.format_screen([], 5, LABELS, 0.15).endswith("none")
 
 
