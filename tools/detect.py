@@ -63,6 +63,16 @@ class Settings:
     machine_min_series: int = 10
 
 
+def _plan_repeats() -> dict[int, set[int]]:
+    """Rounds -> the samples per process of each profile's plan with that many rounds."""
+    from benchmarks.harness.profiles import PROFILES
+
+    plans: dict[int, set[int]] = {}
+    for profile in PROFILES.values():
+        plans.setdefault(profile.rounds, set()).add(profile.repeat)
+    return plans
+
+
 @dataclass
 class Series:
     machine: str
@@ -72,8 +82,10 @@ class Series:
     samples: list[list[float] | None] = field(default_factory=list)  # per point; None: no figure
     rounds: int = 1  # benchmark processes per point (asv's rounds)
     # samples per process (asv's repeat) where the benchmark list gives it, else 0.  The list is the
-    # last discovery's, made on one machine with one plan: a point whose sample count is not
-    # rounds x repeat (another machine's plan, e.g. a GPU's one process of 10) is not split.
+    # last discovery's, made with one profile's plan on one machine: a point is split into processes
+    # only where its sample count is rounds x the repeat of that plan or of a profile with as many
+    # rounds (quick and full points share a machine's folder), never by another machine's plan (a
+    # GPU's one process of 8 or 10 samples).
     repeat: int = 0
     unit: str = "seconds"  # or "ratio" (tools/ratios.py)
 
@@ -96,9 +108,9 @@ class Series:
         samples = self.samples[point]
         if not samples or self.rounds < 2 or len(samples) % self.rounds:
             return None
-        if self.repeat and len(samples) != self.rounds * self.repeat:
-            return None
         size = len(samples) // self.rounds
+        if self.repeat and size != self.repeat and size not in _plan_repeats().get(self.rounds, ()):
+            return None
         return [float(np.median(samples[i : i + size])) for i in range(0, len(samples), size)]
 
 

@@ -1260,6 +1260,10 @@ def screen_job(args: argparse.Namespace) -> int:
     if not 0 < args.threshold < 10:
         raise SystemExit("mtb screen: --threshold is a fraction such as 0.15 (15%)")
     cache = Path(settings.read("MTB_SOURCE_CACHE")) / "releases"
+    if args.json and not args.json.parent.is_dir():
+        raise SystemExit(
+            f"mtb screen: --json {args.json}: no folder {args.json.parent}; make it or give another"
+        )
     try:
         cases = screen.screen_cases(args.ops, args.profile)
         versions = screen.resolve_versions([v.strip() for v in args.mlx.split(",") if v.strip()], cache, _log)

@@ -14,11 +14,13 @@ Each timing is the median per-call time of three back-to-back batches of the sui
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +53,7 @@ class ScreenError(ValueError):
 class Version:
     label: str  # what the report calls it: the release number or the folder's name
     path: Path  # a folder holding the ``mlx`` package, put first on the worker's path
+    release: bool = False  # installed here from the package index (its folder is ours to remake)
 
 
 def release_folder(version: str, cache: Path) -> Path:
@@ -65,6 +68,8 @@ def install_release(version: str, cache: Path, log: Log) -> Path:
         return folder
     log(f"installing MLX {version} (mlx, mlx-cpu) into {folder}")
     partial = folder.with_name(folder.name + ".partial")
+    # what an interrupted install left: pip --target would keep it beside the new files
+    shutil.rmtree(partial, ignore_errors=True)
     out = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(partial),
          f"mlx=={version}", f"mlx-cpu=={version}"],
@@ -76,6 +81,7 @@ def install_release(version: str, cache: Path, log: Log) -> Path:
             f"pip could not install MLX {version} for the CPU: {last[0]}",
             "give a release that has mlx and mlx-cpu wheels for this Python (0.26.5 or later), or a folder",
         )
+    shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return folder
 
@@ -107,7 +113,9 @@ def resolve_versions(specs: Sequence[str], cache: Path, log: Log) -> list[Versio
             f"two versions would share a name ({', '.join(labels)})", "give folders with distinct names"
         )
     return [
-        Version(label, folders[spec]) if spec in folders else Version(spec, install_release(spec, cache, log))
+        Version(label, folders[spec])
+        if spec in folders
+        else Version(spec, install_release(spec, cache, log), release=True)
         for spec, label in zip(specs, labels, strict=True)
     ]
 
@@ -146,22 +154,43 @@ def _start(version: Version, profile: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _ask(worker: subprocess.Popen, line: str) -> dict:
+def _ask(worker: subprocess.Popen, label: str, line: str) -> dict:
     assert worker.stdin is not None and worker.stdout is not None
-    worker.stdin.write(line + "\n")
-    worker.stdin.flush()
-    answer = worker.stdout.readline()
+    try:
+        worker.stdin.write(line + "\n")
+        worker.stdin.flush()
+        answer = worker.stdout.readline()
+    except OSError:
+        answer = ""
     if not answer:
-        raise ScreenError("a worker process stopped", "run again; its error is printed above")
+        code = worker.poll()
+        raise ScreenError(
+            f"the worker for {label} stopped (exit status {code}) while asked {line!r}",
+            "its error is printed above; leave that version out, or that op with --ops",
+        )
     return json.loads(answer)
 
 
+def _stop(workers: Sequence[subprocess.Popen]) -> None:
+    for w in workers:
+        with contextlib.suppress(OSError):
+            if w.stdin:
+                w.stdin.close()
+    for w in workers:
+        try:
+            w.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            w.wait()
+
+
 def visiting_order(labels: Sequence[str], case_index: int, round_index: int) -> list[str]:
-    """The versions in the order they time one case: rotated by one per case and round, reversed every
-    other, so no version is always first or always right after another."""
-    k = (case_index + round_index) % len(labels)
+    """The versions in the order they time one case: rotated by one per case (and every other round),
+    reversed every other round, so each version is first in turn and each of two versions times a case
+    before the other in one round and after it in the next."""
+    k = (case_index + round_index // 2) % len(labels)
     order = list(labels[k:]) + list(labels[:k])
-    return order[::-1] if (case_index + round_index) % 2 else order
+    return order[::-1] if round_index % 2 else order
 
 
 def measure(
@@ -171,29 +200,34 @@ def measure(
     workers = {v.label: _start(v, profile) for v in versions}
     try:
         for v in versions:
-            found = _ask(workers[v.label], "version")["version"]
-            if VERSION_RE.match(v.label) and found != v.label:
+            found = _ask(workers[v.label], v.label, "version")
+            # mlx is a namespace package: a folder without a working mlx.core falls through to another.
+            # The worker's path holds v.path as given, so its modules' files start with it.
+            if not Path(os.path.abspath(found["file"])).is_relative_to(v.path):
                 raise ScreenError(
-                    f"the worker for {v.label} imported MLX {found}",
-                    f"remove {v.path} and run again (it reinstalls)",
+                    f"the worker for {v.label} imported MLX {found['version']} from {found['file']}, "
+                    f"not from {v.path}",
+                    "give a folder whose mlx imports with this Python (pip install --target it again)",
                 )
-            log(f"{v.label}: MLX {found} from {v.path}")
+            if v.release and found["version"] != v.label:
+                raise ScreenError(
+                    f"the worker for {v.label} imported MLX {found['version']}",
+                    f"remove {v.path} (mtb screen installed it) and run again",
+                )
+            log(f"{v.label}: MLX {found['version']} from {v.path}")
         times: dict[str, dict[str, list[float | None]]] = {c: {v.label: [] for v in versions} for c in cases}
         started = time.monotonic()
         for r in range(rounds):
             for i, case in enumerate(cases):
                 for label in visiting_order([v.label for v in versions], i, r):
-                    answer = _ask(workers[label], case)
+                    answer = _ask(workers[label], label, case)
                     if answer.get("error") and r == 0:
                         log(f"{case} on {label}: {answer['error']}")
                     times[case][label].append(answer.get("t"))
             log(f"round {r + 1}/{rounds} done at {time.monotonic() - started:.0f} s")
         return times
     finally:
-        for w in workers.values():
-            if w.stdin:
-                w.stdin.close()
-            w.wait(timeout=60)
+        _stop(list(workers.values()))
 
 
 def worker(profile_name: str) -> None:
@@ -203,13 +237,21 @@ def worker(profile_name: str) -> None:
     from benchmarks.harness.run import OpRun
     from benchmarks.ops import all_specs
 
+    # replies go to the parent on a handle of their own: anything a library prints goes to stderr
+    replies = sys.stdout
+    sys.stdout = sys.stderr
+
+    def reply(answer: dict) -> None:
+        replies.write(json.dumps(answer) + "\n")
+        replies.flush()
+
     specs = {s.name: s for s in all_specs()}
     profile = get_profile(profile_name)
     prepared: dict[str, OpRun] = {}
     for line in sys.stdin:
         item = line.strip()
         if item == "version":
-            print(json.dumps({"version": mx.__version__}), flush=True)
+            reply({"version": mx.__version__, "file": mx.__file__})
             continue
         try:
             if item not in prepared:
@@ -224,9 +266,9 @@ def worker(profile_name: str) -> None:
                     run.call()
                     calls += 1
                 per_call.append((time.perf_counter() - start) / calls)
-            print(json.dumps({"t": statistics.median(per_call)}), flush=True)
+            reply({"t": statistics.median(per_call)})
         except Exception as exc:  # a case this version cannot run is reported, not fatal
-            print(json.dumps({"t": None, "error": f"{type(exc).__name__}: {exc}"[:300]}), flush=True)
+            reply({"t": None, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -251,7 +293,8 @@ class Step:
         low, high = min(self.ratios), max(self.ratios)
         then = ""
         if self.next_version is not None:
-            then = f"; {'holds' if self.holds else 'not held'} at {self.next_version}"
+            said = {True: "holds at", False: "not held at", None: "no figure to tell at"}[self.holds]
+            then = f"; {said} {self.next_version}"
         return (
             f"{self.case}: {self.before} -> {self.after} x{self.median:.2f} {kind} "
             f"(rounds x{low:.2f}-x{high:.2f}{then})"
@@ -291,11 +334,11 @@ def steps(
             if not way:
                 continue
             following = labels[i + 2] if i + 2 < len(labels) else None
-            holds = (
-                None
-                if following is None
-                else _beyond(_round_ratios(by_version, before, following), limit) == way
-            )
+            holds = None
+            if following is not None:
+                later = _round_ratios(by_version, before, following)
+                # the version after failed the case: whether the step holds is unknown
+                holds = _beyond(later, limit) == way if len(later) >= 2 else None
             found.append(Step(case, before, after, tuple(ratios), following, holds))
     return sorted(found, key=lambda s: (s.holds is False, -abs(math.log(s.median))))
 
@@ -303,7 +346,8 @@ def steps(
 def format_screen(found: Sequence[Step], cases: int, labels: Sequence[str], threshold: float) -> str:
     head = (
         f"{cases} case(s) on {len(labels)} versions ({', '.join(labels)}); steps of {threshold:.0%} or more "
-        "(median of the rounds, every round the same way), lasting ones first:"
+        "(median of the rounds, every round the same way; a 15% speed-up is a ratio of 1/1.15), those "
+        "undone at the next version last:"
     )
     if not found:
         return head + "\n  none"

@@ -48,10 +48,10 @@ class Profile:
     # The same decisions for a run whose backends are all on a GPU.  A GPU is quieter than the shared
     # VM: on an H200 the medians of separate processes of one SquareMatMul case differed by sd(log) 3.5%
     # (median over its cases; 12.8% for calls under 100 us), and a process of the full op matrix costs
-    # 0.6-1.7 s of start-up (device context, inputs, compilation) against 0.2 s of samples.  One process
-    # of short batches per parameter set: a second round would double the start-up and still give the
-    # detector too few processes to compare by process (it needs 3; with fewer it compares samples and
-    # waits for the next point to confirm, tools/detect.py).
+    # 0.9-2.4 s (median by backend: device context, inputs, compilation, probes) against 0.3 s of
+    # samples.  One process of short batches per parameter set: a second round would double the
+    # start-up and still give the detector too few processes to compare by process (it needs 3; with
+    # fewer it compares samples and waits for the next point to confirm, tools/detect.py).
     accelerator: AcceleratorPlan | None = None
 
     def planned_for(self, backend_names: list[str]) -> Profile:

@@ -50,9 +50,10 @@ def _add_inputs(rng: np.random.Generator, c: Case) -> tuple[np.ndarray, ...]:
 
 def _gather_cost(c: Case, itemsize: int) -> Cost:
     """The output written, the index read and each distinct table row read once: a row picked again
-    comes from the cache (a 64 KiB table gathered into a 1 GB output on an H200 ran at 89% of the
-    copy ceiling for the output alone, so counting every pick as a memory read flagged it as faster
-    than the memory)."""
+    comes from the cache, as it does for the tables here (64 and 128 KiB; a table far larger than the
+    cache would be read more).  A 64 KiB table gathered into a 1 GB output on an H200 wrote that output
+    at 89% of the copy ceiling in its fastest call, so counting every pick as a memory read flagged it
+    as faster than the memory."""
     (rows, cols), (n,) = c.shapes
     return Cost(bytes=(n + min(rows, n)) * cols * itemsize + n * INDEX_ITEMSIZE, flops=0)
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
@@ -102,7 +100,6 @@ print("child", os.waitstatus_to_exitcode(status))
 """
 
 
-@pytest.mark.slow
 def test_a_forked_child_compiles_with_the_preloaded_compiler():
     """A fork after the preload compiles and computes the right values (on a CPU: CUDA's own
     re-initialisation error shows only on a CUDA host, with MTB_TEST_BACKENDS naming its backends)."""

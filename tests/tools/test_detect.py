@@ -206,3 +206,7 @@ def test_a_point_measured_with_another_plan_is_not_split_into_processes(tmp_path
     by_machine = {s.machine: s for s in detect.series_from([cpu, gpu]).values()}
     assert len(by_machine["vm"].process_medians(0)) == ROUNDS
     assert by_machine["gpu"].process_medians(1) is None
+    # a full-profile point (4 processes of 10) in a folder whose list was written by a quick run (4 of 5)
+    full = by_machine["vm"]
+    full.samples[0] = [1.0] * 10 + [2.0] * 10 + [3.0] * 10 + [4.0] * 10
+    assert full.process_medians(0) == [1.0, 2.0, 3.0, 4.0]

@@ -3,6 +3,7 @@ before anything runs, and a lockstep run over two installed MLX folders records 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -30,7 +31,7 @@ def test_a_step_shown_the_same_way_in_every_round_is_named_and_noise_is_not():
         Fast_b=[[2.0, 2.2, 2.1], [2.0, 2.1, 2.2], [1.0, 1.2, 1.1]],  # x0.5 at 0.3.0
         Mixed_c=[[1.0, 1.0, 1.0], [1.5, 1.5, 0.9], [1.5, 1.5, 0.9]],  # one round the other way
         Small_d=[[1.0, 1.0, 1.0], [1.1, 1.12, 1.08], [1.1, 1.1, 1.1]],  # under the threshold
-        Failed_e=[[1.0, None, None], [2.0, 2.0, None], [2.0, 2.0, 2.0]],  # one usable round: not counted
+        Failed_e=[[1.0, None, None], [2.0, 2.0, None], [2.0, 2.0, 2.0]],  # 0.1->0.2: one usable round
         Flip_g=[[1.0, 1.0, 1.0], [1.5, 1.5, 1.5], [1.0, 1.0, 1.0]],  # a step undone at the next version
     )
     found = screen.steps(times, LABELS, 0.15)
@@ -52,11 +53,59 @@ def test_a_step_shown_the_same_way_in_every_round_is_named_and_noise_is_not():
     assert screen.format_screen([], 5, LABELS, 0.15).endswith("none")
 
 
-def test_every_version_takes_its_turn_first_and_last():
-    labels = ["a", "b", "c"]
-    orders = [screen.visiting_order(labels, case, 0) for case in range(6)]
-    assert all(sorted(o) == labels for o in orders)
-    assert {o[0] for o in orders} == set(labels) and {o[-1] for o in orders} == set(labels)
+@pytest.mark.parametrize("count", [2, 3, 4, 12])
+def test_every_version_takes_its_turn_first_and_each_pair_both_orders(count):
+    labels = [f"v{i}" for i in range(count)]
+    for case in range(count):
+        orders = [screen.visiting_order(labels, case, r) for r in range(2)]
+        assert all(sorted(o) == sorted(labels) for o in orders)
+        for a, b in itertools.pairwise(labels):  # consecutive versions, compared by the screen
+            assert {o.index(a) < o.index(b) for o in orders} == {True, False}, (case, a, b)
+    firsts = {screen.visiting_order(labels, case, 0)[0] for case in range(count)}
+    assert firsts == set(labels)
+
+
+def test_a_step_whose_next_version_failed_is_neither_held_nor_undone():
+    times = _times(Step_h=[[1.0, 1.0, 1.0], [1.5, 1.5, 1.5], [None, None, None]])
+    (step,) = screen.steps(times, LABELS, 0.15)
+    assert step.holds is None and "no figure to tell at 0.3.0" in step.describe()
+
+
+def test_a_worker_that_died_is_named():
+    dead = subprocess.Popen(
+        [sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    dead.wait()
+    with pytest.raises(screen.ScreenError, match=r"the worker for 0\.29\.2 stopped \(exit status 0\)"):
+        screen._ask(dead, "0.29.2", "ReLU|8x8")
+    screen._stop([dead])
+
+
+def test_an_interrupted_install_is_not_reused(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    stale = screen.release_folder("0.29.2", cache).with_name("mlx-0.29.2.partial")
+    (stale / "mlx").mkdir(parents=True)
+    (stale / "mlx" / "stale.txt").write_text("from an interrupted run")
+
+    def fake_pip(args, **_kwargs):
+        target = Path(args[args.index("--target") + 1])
+        assert not target.exists(), "the stale folder must be gone before pip runs"
+        (target / "mlx").mkdir(parents=True)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(screen.subprocess, "run", fake_pip)
+    folder = screen.install_release("0.29.2", cache, lambda _m: None)
+    assert (folder / "mlx").is_dir() and not (folder / "mlx" / "stale.txt").exists()
+    assert not stale.exists()
+
+
+def test_a_folder_whose_mlx_does_not_import_is_refused(tmp_path):
+    """mlx is a namespace package: an empty mlx/ would let the worker import this environment's MLX."""
+    hollow, real = tmp_path / "hollow", _mlx_folder(tmp_path / "real")
+    (hollow / "mlx").mkdir(parents=True)
+    versions = screen.resolve_versions([str(hollow), str(real)], tmp_path / "cache", lambda _m: None)
+    with pytest.raises(screen.ScreenError, match=r"not from .*hollow"):
+        screen.measure(versions, ["ReLU|32x16x1024"], 2, "quick", lambda _m: None)
 
 
 def test_bad_versions_are_named_before_anything_is_installed_or_run(tmp_path, monkeypatch):
