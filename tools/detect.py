@@ -27,6 +27,7 @@ at the same point on the same machine.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class Settings:
     machine_min_series: int = 10
 
 
+@functools.cache
 def _plan_repeats() -> dict[int, set[int]]:
     """Rounds -> the samples per process of each profile's plan with that many rounds."""
     from benchmarks.harness.profiles import PROFILES
