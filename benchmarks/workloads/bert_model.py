@@ -34,6 +34,7 @@ import numpy as np
 from benchmarks.harness.frameworks import mlx_nn, mx, torch
 from benchmarks.workloads import checkpoints
 from benchmarks.workloads.checkpoints import CheckpointError
+from benchmarks.workloads.common import seeded_model
 
 # Token ids of the BERT vocabularies: [PAD], [CLS], [SEP]; ordinary word pieces from 1000 on in both.
 PAD_ID, CLS_ID, SEP_ID, FIRST_WORD_ID = 0, 101, 102, 1000
@@ -230,8 +231,7 @@ def inference_bytes(arch: BertArch, batch: int, seq: int, materialised_attention
 def torch_classifier(arch: BertArch, num_labels: int, seed: int) -> Any:
     from transformers import BertForSequenceClassification
 
-    torch.manual_seed(seed)
-    return BertForSequenceClassification(arch.hf_config(num_labels))
+    return seeded_model(BertForSequenceClassification, arch.hf_config(num_labels), seed)
 
 
 @functools.cache

@@ -5,12 +5,18 @@ How a job is built once and measured is harness/jobs.py.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from benchmarks.harness import settings
 from benchmarks.harness.backends import Backend, require_backend
 from benchmarks.harness.frameworks import mx, torch
 
@@ -79,6 +85,71 @@ def peak_bytes(backend: Backend, fn: Callable[[], Any]) -> int:
 # ---------------------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------------------
+def _skipped_initialisation() -> Any:
+    """transformers' context that builds a model without drawing its weights (init functions and
+    ``init_weights`` made no-ops; buffers computed in ``__init__``, such as rotary frequencies, are
+    kept); None where this transformers has none."""
+    for module in ("transformers.initialization", "transformers.modeling_utils"):
+        with contextlib.suppress(ImportError, AttributeError):
+            return __import__(module, fromlist=["no_init_weights"]).no_init_weights
+    return None
+
+
+def weights_file(cls: type, config: Any, seed: int) -> Path | None:
+    """Where the seeded weights of ``cls(config)`` are kept (``MTB_INPUT_CACHE``; None when off), keyed
+    by everything that decides them: the class, the config, the seed and the torch and transformers
+    versions that drew them."""
+    folder = settings.read("MTB_INPUT_CACHE")
+    if folder is None:
+        return None
+    import transformers
+
+    text = "\n".join(
+        (cls.__module__, cls.__qualname__, config.to_json_string(), str(seed), str(torch.__version__),
+         transformers.__version__)
+    )  # fmt: skip
+    return Path(folder) / f"weights-{cls.__name__}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
+
+
+def seeded_model(cls: type, config: Any, seed: int) -> Any:
+    """``cls(config)`` (a transformers model) in eval mode with random weights drawn from ``seed``, the
+    same in every process.  Drawing them is the slow part of a build (TinyLlama's 1.1B parameters: 19 s
+    on the 2-core VM), and every parameter set of a job builds the model again in a process of its
+    own, so the first keeps the weights on disk and later ones build without drawing and load them."""
+    path = weights_file(cls, config, seed)
+    skip_init = _skipped_initialisation()
+    if path is not None and skip_init is not None and path.exists():
+        try:
+            state = torch.load(path, mmap=True, weights_only=True)
+            with skip_init():
+                model = cls(config)
+            # transformers ties embeddings inside the ``init_weights`` that the context skipped
+            model.tie_weights()
+            model.load_state_dict(state, strict=True)
+            return model.eval()
+        except (OSError, RuntimeError, ValueError):  # a damaged or foreign file: drawn and kept again
+            pass
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    if path is not None:
+        _keep(path, model.state_dict())
+    return model
+
+
+def _keep(path: Path, state: Mapping[str, Any]) -> None:
+    handle = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # written under another name and moved into place: a reader never sees half a file
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+            torch.save(dict(state), handle)
+        os.replace(handle.name, path)
+    except OSError:  # a read-only or full disk costs the cache, not the run
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(handle.name)
+
+
 def torch_weights(module: Any) -> dict[str, np.ndarray]:
     """A torch module's parameters and buffers as float32 NumPy copies, under every ``state_dict`` name
     (a tied weight under each of its names); copies, so that later training cannot change them."""

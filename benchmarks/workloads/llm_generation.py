@@ -51,6 +51,7 @@ from benchmarks.workloads.common import (
     peak_bytes,
     require_memory,
     require_module,
+    seeded_model,
 )
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -173,14 +174,15 @@ def build_torch_model(config: Any, seed: int = 0, checkpoint: Any = None) -> Any
     """The transformers model in float32 on the CPU: random weights from ``seed``, or a checkpoint's."""
     import transformers
 
-    torch.manual_seed(seed)
     cls = transformers.LlamaForCausalLM if config.model_type == "llama" else transformers.PhiForCausalLM
+    if checkpoint is None:
+        return seeded_model(cls, config, seed)
+    torch.manual_seed(seed)
     model = cls(config).eval()
-    if checkpoint is not None:
-        state = {name: torch.from_numpy(value) for name, value in checkpoint.weights.items()}
-        model.load_state_dict(state, strict=False)
-        if "lm_head.weight" not in state and config.tie_word_embeddings:
-            model.tie_weights()
+    state = {name: torch.from_numpy(value) for name, value in checkpoint.weights.items()}
+    model.load_state_dict(state, strict=False)
+    if "lm_head.weight" not in state and config.tie_word_embeddings:
+        model.tie_weights()
     return model
 
 

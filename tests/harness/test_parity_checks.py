@@ -42,3 +42,14 @@ def test_a_wrong_function_fails_parity():
     wrong = torch.softmax(run.args[0], dim=0).numpy()
     with pytest.raises(parity.ParityError):
         parity.check(run.describe(), wrong, run.expected(), "float32")
+
+
+def test_relative_error_in_blocks_equals_the_whole_array_norm(monkeypatch):
+    monkeypatch.setattr(parity, "PARITY_BLOCK", 7)  # blocks that split the rows unevenly
+    rng = np.random.default_rng(3)
+    expected = rng.standard_normal((5, 9))
+    actual = (expected + 1e-3 * rng.standard_normal((5, 9))).astype(np.float32)
+    whole = np.linalg.norm(actual.astype(np.float64) - expected) / np.linalg.norm(expected)
+    assert parity.relative_error(actual, expected) == pytest.approx(whole, rel=1e-12)
+    actual[4, 8] = np.inf  # in the last block only
+    assert parity.relative_error(actual, expected) == float("inf")

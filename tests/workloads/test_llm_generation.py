@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.harness.backends import require_backend
+from benchmarks.harness.frameworks import torch
 from benchmarks.workloads import llm_generation as llm
 from benchmarks.workloads.common import mlx_weights, torch_weights
 from tests.conftest import MLX_TEST_BACKEND, TORCH_TEST_BACKEND
@@ -336,3 +337,38 @@ def test_sharded_and_pickled_checkpoints_load_and_a_missing_shard_is_named(tiny_
         read_weights(sharded)
     with pytest.raises(CheckpointError, match=r"has no weights: expected one of model\.safetensors"):
         read_weights(tmp_path)
+
+
+@pytest.mark.parametrize(("model", "tied"), MODELS_AND_TYING)
+def test_kept_weights_rebuild_the_same_model_without_drawing_them(model, tied, tmp_path, monkeypatch):
+    from benchmarks.workloads import common
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    config = _config(model, tie_word_embeddings=tied)
+    drawn = llm.build_torch_model(config, seed=3)
+    assert len(list(tmp_path.glob("weights-*.pt"))) == 1
+    skipped = []
+    real = common._skipped_initialisation()
+
+    def counting():
+        skipped.append(True)
+        return real()
+
+    monkeypatch.setattr(common, "_skipped_initialisation", lambda: counting)
+    loaded = llm.build_torch_model(config, seed=3)
+    assert skipped == [True]
+    assert torch_weights(loaded).keys() == torch_weights(drawn).keys()
+    for name, value in torch_weights(drawn).items():
+        np.testing.assert_array_equal(torch_weights(loaded)[name], value, err_msg=name)
+    if tied:
+        assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    # buffers made in __init__ (rotary frequencies) are not in the file: the logits show they are right
+    tokens = torch.from_numpy(llm.make_prompt(config, 12))
+    with torch.inference_mode():
+        np.testing.assert_array_equal(
+            loaded(input_ids=tokens).logits.numpy(), drawn(input_ids=tokens).logits.numpy()
+        )
+    # another seed is another file, drawn afresh
+    other = llm.build_torch_model(config, seed=4)
+    assert len(list(tmp_path.glob("weights-*.pt"))) == 2
+    assert not torch.equal(other.lm_head.weight, drawn.lm_head.weight)
