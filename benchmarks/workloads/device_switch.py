@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.backends import get_backend
+from benchmarks.harness.backends import get_backend, selected_backend_names
 from benchmarks.harness.frameworks import mx, torch
 from benchmarks.harness.jobs import JobSpec, job_benchmark, measure_all
 from benchmarks.harness.profiles import active_profile
@@ -68,6 +68,15 @@ class SwitchChain:
         if framework not in FRAMEWORKS or route not in ROUTES:
             raise NotImplementedError(f"unknown framework/route {framework}/{route}: {FRAMEWORKS} x {ROUTES}")
         names = _devices(framework, route)
+        # A GPU run (`mtb gpu`) selects only GPU backends: there the CPU's part of the chain would be
+        # timed by a CPU library on the host (50 products of 10000x10000 float32; with MLX's reference
+        # BLAS on Linux, hours), which is the CPU machine's benchmark, not the GPU's.
+        left_out = [n for n in names if n not in selected_backend_names()]
+        if left_out:
+            raise NotImplementedError(
+                f"the {route} route runs on {', '.join(names)}; this run's backends (MTB_BACKENDS) leave "
+                f"out {', '.join(left_out)}: add them to time it"
+            )
         for name in names:
             reason = get_backend(name).unavailable_reason()
             if reason:

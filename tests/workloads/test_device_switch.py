@@ -45,3 +45,14 @@ def test_asv_class_times_the_chain(monkeypatch):
         figures = run_job_class(ds.DeviceSwitch, "cpu", framework)
         assert figures["track_chain_seconds"]["number"] == 1
         assert min(figures["track_chain_seconds"]["samples"]) > 0
+
+
+def test_a_route_whose_backends_the_run_leaves_out_is_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-gpu,torch-cuda")  # what a GPU run selects
+    for framework in ds.FRAMEWORKS:
+        with pytest.raises(
+            NotImplementedError, match=rf"cpu route runs on {framework}-cpu; .*leave out {framework}-cpu"
+        ):
+            ds.SwitchChain(framework, "cpu", SMALL)
+    monkeypatch.setenv("MTB_BACKENDS", "mlx-cpu")
+    ds.SwitchChain("mlx", "cpu", SMALL)  # selected: it runs
