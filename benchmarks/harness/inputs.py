@@ -21,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,14 +69,19 @@ def _read(path: Path) -> Arrays | None:
 
 
 def _store(path: Path, arrays: Arrays) -> None:
+    store_atomically(path, lambda handle: np.savez(handle, **{f"a{i}": a for i, a in enumerate(arrays)}))
+
+
+def store_atomically(path: Path, write: Callable[[Any], None]) -> None:
+    """``write(handle)`` into a file moved to ``path`` when complete: a reader never sees half a file.
+    A read-only or full disk costs the cache, not the run."""
     handle = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # written under another name and moved into place: a reader never sees half a file
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
-            np.savez(handle, **{f"a{i}": a for i, a in enumerate(arrays)})
+            write(handle)
         os.replace(handle.name, path)
-    except OSError:  # a read-only or full disk costs the cache, not the run
+    except OSError:
         if handle is not None:
             with contextlib.suppress(OSError):
                 os.unlink(handle.name)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from benchmarks.harness import settings
 from benchmarks.harness.backends import Backend, require_backend
 from benchmarks.harness.frameworks import mx, torch
+from benchmarks.harness.inputs import store_atomically
 
 Job = TypeVar("Job")
 GIB = 1024**3
@@ -132,22 +131,9 @@ def seeded_model(cls: type, config: Any, seed: int) -> Any:
     torch.manual_seed(seed)
     model = cls(config).eval()
     if path is not None:
-        _keep(path, model.state_dict())
+        state = dict(model.state_dict())
+        store_atomically(path, lambda handle: torch.save(state, handle))
     return model
-
-
-def _keep(path: Path, state: Mapping[str, Any]) -> None:
-    handle = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written under another name and moved into place: a reader never sees half a file
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
-            torch.save(dict(state), handle)
-        os.replace(handle.name, path)
-    except OSError:  # a read-only or full disk costs the cache, not the run
-        if handle is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(handle.name)
 
 
 def torch_weights(module: Any) -> dict[str, np.ndarray]:
