@@ -159,6 +159,10 @@ class Backend:
             self.sync(ready(*args))
         return ready
 
+    def forget_compiled(self) -> None:
+        """Drop what compiling the last prepared call left behind, so the next one in this process is
+        compiled for itself."""
+
     def _compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         raise NotImplementedError
 
@@ -378,6 +382,12 @@ class TorchBackend(Backend):
 
             settle_vec_isa()
         return torch.compile(fn, dynamic=False)
+
+    def forget_compiled(self) -> None:
+        # dynamo keeps compiled code per Python function: ops that share one (most do, across cases
+        # and dtypes) would otherwise reach its recompile limit and quietly run eagerly
+        if self.compiled:
+            torch._dynamo.reset()
 
     def memory_probe(self) -> Any:
         device = self.torch_device()

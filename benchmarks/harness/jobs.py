@@ -237,7 +237,7 @@ def measure_in_fork(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
     return {"error": f"the measuring process ended without a result (wait status {status})"}
 
 
-def _fork_is_safe() -> bool:
+def fork_is_safe() -> bool:
     """No device state that a forked child could not use: CUDA not initialised by torch, MLX not
     imported (MLX's CUDA build initialises CUDA when imported)."""
     from benchmarks.harness.frameworks import torch
@@ -255,7 +255,7 @@ def measure_all(spec: JobSpec) -> dict[str, Any]:
     for module in spec.preimport:
         with contextlib.suppress(ImportError):  # the job's own build says why it cannot run
             importlib.import_module(module)
-    measure = measure_in_fork if _fork_is_safe() else measure_in_process
+    measure = measure_in_fork if fork_is_safe() else measure_in_process
     return {combo_key(params): measure(spec, params) for params in spec.combos()}
 
 

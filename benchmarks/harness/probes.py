@@ -70,11 +70,23 @@ def load(scratch: str, key: tuple[str, ...], prepare: Callable[[], OpRun]) -> di
             clocks.record(key[0], key[1:4], "after probes", getattr(run, "backend", None))
         except NotImplementedError as exc:
             found = {"skip": str(exc)}
-        partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(found))
-        partial.replace(path)  # a reader never sees half a file
+        store(path, found)
+    return raise_unmeasured(found)
+
+
+def store(path: Path, found: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(found))
+    partial.replace(path)  # a reader never sees half a file
+
+
+def raise_unmeasured(found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` if the combination was measured; asv's skip with the reason if it could not run here, a
+    failure with the error if measuring it failed (a grouped run's measuring process, harness/groups.py)."""
     if "skip" in found:
         raise NotImplementedError(found["skip"])
+    if "error" in found:
+        raise RuntimeError(found["error"])
     return found
 
 

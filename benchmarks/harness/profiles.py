@@ -53,6 +53,16 @@ class Profile:
     # start-up and still give the detector too few processes to compare by process (it needs 3; with
     # fewer it compares samples and waits for the next point to confirm, tools/detect.py).
     accelerator: AcceleratorPlan | None = None
+    # Every parameter set of one op on one backend measured in one process, which asv's processes then
+    # read (harness/groups.py); the accelerator plan turns it on.
+    grouped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.grouped and self.rounds != 1:
+            raise ProfileError(
+                f"profile {self.name!r}: a grouped run measures each parameter set once, so it takes one "
+                f"round, not {self.rounds}"
+            )
 
     def planned_for(self, backend_names: list[str]) -> Profile:
         """The profile as a run of ``backend_names`` times: the accelerator plan when every backend is
@@ -70,6 +80,7 @@ class Profile:
             sample=plan.sample,
             throughput_seconds=plan.throughput_seconds,
             accelerator=None,
+            grouped=plan.grouped,
         )
 
 
@@ -79,6 +90,9 @@ class AcceleratorPlan:
     repeat: int
     sample: SamplePlan
     throughput_seconds: float
+    # Measured on an H200: a process of its own per parameter set spends 0.3-0.4 s on its device context
+    # and inputs (1.4-2.8 s with torch.compile) around 0.2 s of probes and samples.
+    grouped: bool = True
 
 
 PROFILES = {

@@ -185,4 +185,5 @@ class OpRun:
         self.args = ()
         self.fn = None
         self._timed = None
+        self.backend.forget_compiled()
         gc.collect()

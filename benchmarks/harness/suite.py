@@ -4,16 +4,17 @@ timed method and the ``track_`` metrics.  The classes stay declarative: ``Softma
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from benchmarks.harness import clocks, probes
+from benchmarks.harness import clocks, groups, probes
 from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
 from benchmarks.harness.run import TF32, OpRun
-from benchmarks.harness.timing import TimedCall, per_call_clock
+from benchmarks.harness.timing import TimedCall, arm_replay, per_call_clock, replay_clock
 
 PARAM_NAMES = ["case", "dtype", "backend"]
 
@@ -53,8 +54,27 @@ def op_dtypes(spec: OpSpec) -> list[str]:
     return ["float32", *tf32, *(profile.low_precision_dtypes if spec.low_precision else ())]
 
 
-def op_benchmark(spec: OpSpec) -> type:
-    profile = active_profile()
+def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
+    profile = profile or active_profile()
+    cases = [c.label for c in spec.cases(profile.name)]
+    dtypes = op_dtypes(spec)
+    replay = groups.Replay()
+
+    def group_figures(scratch: str, case: str, dtype: str, backend: str) -> dict[str, Any]:
+        """A grouped run's figures of this parameter set, its group measured first if it was not yet."""
+        key = (spec.name, case, dtype, backend, profile.name)
+        path = probes.probe_file(scratch, key)
+        if not path.exists():
+            members = groups.group_members(cases, dtypes, backend, dtype)
+            groups.measure_group(groups.Group(scratch, spec, profile), members)
+        return probes.raise_unmeasured(json.loads(path.read_text()))
+
+    def replay_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
+        """Before every sample of ``time_forward`` in a grouped run: arm asv's clock with the next
+        sample the group measured for this parameter set."""
+        with noting_skips(spec.name, (case, dtype, backend)):
+            found = group_figures(scratch, case, dtype, backend)
+            arm_replay(replay.next_sample(found, (spec.name, case, dtype, backend)))
 
     def warm_up(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before every sample of ``time_forward``: prepare once, then the warm-up burst.  The first
@@ -84,6 +104,9 @@ def op_benchmark(spec: OpSpec) -> type:
     def load_probes(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before a ``track_`` method: this run's probes of the combination, measured by the first."""
         with noting_skips(spec.name, (case, dtype, backend)):
+            if profile.grouped:
+                group_figures(scratch, case, dtype, backend)
+                return
             probes.load(
                 scratch,
                 (spec.name, case, dtype, backend, profile.name),
@@ -101,19 +124,16 @@ def op_benchmark(spec: OpSpec) -> type:
         return method
 
     class OpBenchmark:
-        params = [
-            [c.label for c in spec.cases(profile.name)],
-            op_dtypes(spec),
-            selected_backend_names(),
-        ]
+        params = [cases, dtypes, selected_backend_names()]
         param_names = PARAM_NAMES
         rounds = profile.rounds
         repeat = profile.repeat
         # time_forward's own setup warms up before every sample (asv re-runs it), so asv's warm-up phase
         # is not needed
         warmup_time = 0.0
-        timer = staticmethod(per_call_clock)
-        timeout = 600
+        timer = staticmethod(replay_clock if profile.grouped else per_call_clock)
+        # a grouped run's first process of a group measures the whole group
+        timeout = 600 * (len(cases) * len(dtypes) if profile.grouped else 1)
 
         # One scratch folder per asv run for the probes of every op class (harness/probes.py).
         setup_cache = staticmethod(probes.scratch_folder)
@@ -128,11 +148,20 @@ def op_benchmark(spec: OpSpec) -> type:
             """The combination prepared in this process (once; asv re-runs setup around every sample)."""
             return prepared_run(spec, *self.params_set, profile)
 
-        def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
-            self.run.timed.batch()
+        if profile.grouped:
 
-        time_forward.setup = warm_up
-        time_forward.teardown = after_sample
+            def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
+                """Nothing to run: the group's measuring process timed this sample (harness/groups.py)
+                and ``replay_sample`` gave it to asv's clock."""
+
+            time_forward.setup = replay_sample
+        else:
+
+            def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
+                self.run.timed.batch()
+
+            time_forward.setup = warm_up
+            time_forward.teardown = after_sample
 
         def timed_call(self, method: str) -> TimedCall:
             """What a ``time_`` method times, for the fidelity check (tools/fidelity.py)."""

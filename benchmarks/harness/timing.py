@@ -19,6 +19,11 @@ runs ``calls`` times slower than ``time.perf_counter`` while a batch is prepared
 per-call time, and asv's statistics (median, quartiles, confidence interval) and ``--record-samples``
 apply to per-call times.
 
+In a grouped run (harness/groups.py) the samples are taken the same way, one after the other, by the
+process that measures every parameter set of an op on a backend; asv's process for a parameter set then
+reads them through ``replay_clock``, which advances by exactly the armed sample between asv's two
+readings around the (empty) timed call.
+
 ``tools/fidelity.py`` checks the result against an independent bare loop of the same call.
 """
 
@@ -101,7 +106,28 @@ def calls_for(per_call_seconds: float, plan: SamplePlan) -> int:
     return max(1, min(plan.max_calls, math.ceil(plan.batch_seconds / per_call_seconds)))
 
 
+class _Replay:
+    reading = 0.0
+    armed: float | None = None
+
+
+def arm_replay(sample: float) -> None:
+    """The sample asv's next reading pair of ``replay_clock`` spans (set by the setup before it)."""
+    _Replay.armed = sample
+
+
+def replay_clock() -> float:
+    """The clock of a grouped run: its first reading after ``arm_replay`` is where it stands, the next
+    one that plus the armed sample.  Unarmed, it stands still (a sample of zero is an error upstream)."""
+    now = _Replay.reading
+    if _Replay.armed is not None:
+        _Replay.reading += _Replay.armed
+        _Replay.armed = None
+    return now
+
+
 def reset_clock() -> None:
     """Back to one call per sample (a benchmark process measures one thing; the tests reuse theirs)."""
     global _calls_per_sample
     _calls_per_sample = 1
+    _Replay.armed = None

@@ -1,0 +1,195 @@
+"""A grouped run: every parameter set of one op on one backend measured in one process.
+
+asv gives each parameter set a process of its own.  On a GPU that process mostly starts up: measured on
+an H200 over the full op matrix, 0.3-0.4 s for the device context and the inputs (1.4-2.8 s with
+torch.compile's compilation) and 0.13 s between processes, around 0.2 s of probes and samples; about
+1060 such processes made the op matrix a half-hour run.  In a grouped run (the accelerator plan of
+harness/profiles.py), the first asv process of a group (one op, one backend, one float32 matmul mode,
+since MLX reads its TF32 switch once per process) forks a measuring process that takes every parameter
+set of the group in turn, in the device context and with the compiler it already has, and leaves each
+one's figures in the run's scratch folder (harness/probes.py's file, with the samples added).  Every asv
+process of the group then hands asv its parameter set's samples through ``timing.replay_clock``, and the
+``track_`` processes read the probes as in any run.
+
+Each parameter set is measured as in a process of its own: prepared afresh (torch.compile's cache of the
+group's earlier sets dropped, so that every set is compiled for its own shapes instead of falling back to
+eager once dynamo's recompile limit is reached), peak memory first, the other probes, then the profile's
+samples, each a warm-up burst and a timed batch (harness/timing.py).  A crash (an illegal memory access
+poisons a CUDA context for good) fails the set being measured; the rest of the group is measured by a new
+process.  Where this process cannot fork (a device is already in use here: a test, the fidelity
+command), the group is measured here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import clocks, probes
+from benchmarks.harness.jobs import fork_is_safe
+from benchmarks.harness.opspec import OpSpec
+from benchmarks.harness.profiles import Profile
+from benchmarks.harness.run import TF32, OpRun
+
+# One parameter set that takes longer than this (compiling, probing and sampling) is stopped and failed
+# as a hang: asv's own limit for a benchmark process was the same.
+STALL_SECONDS = 600.0
+LOG_TAIL_LINES = 12
+
+Params = tuple[str, str, str]  # case, dtype, backend
+
+
+def math_mode(dtype: str) -> str:
+    return "tf32" if dtype == TF32 else "default"
+
+
+def group_members(cases: Sequence[str], dtypes: Sequence[str], backend: str, dtype: str) -> list[Params]:
+    """The parameter sets measured with ``(…, dtype, backend)``, in asv's order."""
+    mode = math_mode(dtype)
+    return [(c, d, backend) for c in cases for d in dtypes if math_mode(d) == mode]
+
+
+def measure_one(spec: OpSpec, params: Params, profile: Profile) -> dict[str, Any]:
+    """One parameter set, as a process of its own would measure it: the probes' figures and errors, the
+    samples; or ``{"skip": reason}``; or ``{"error": text}``."""
+    case, dtype, backend = params
+    started = time.perf_counter()
+    try:
+        run = OpRun.prepare(spec, case, dtype, backend, profile)
+    except NotImplementedError as exc:
+        return {"skip": str(exc)}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        prepare_s = round(time.perf_counter() - started, 3)
+        clocks.record(spec.name, params, "before", run.backend, {"prepare_s": prepare_s})
+        found = probes.measure(run)
+        clocks.record(spec.name, params, "after probes", run.backend)
+        samples = []
+        for index in range(profile.repeat):
+            run.timed.warm_up()
+            samples.append(run.timed.sample())
+            if index in (0, profile.repeat - 1):
+                phase = "after last sample" if index == profile.repeat - 1 else "after first sample"
+                clocks.record(spec.name, params, phase, run.backend)
+        found["samples"] = samples
+        return found
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        run.release()
+
+
+@dataclass(frozen=True)
+class Group:
+    """The parameter sets of one op measured together in a run whose figures go to ``scratch``."""
+
+    scratch: str
+    spec: OpSpec
+    profile: Profile
+
+    def file(self, params: Sequence[str]) -> Path:
+        return probes.probe_file(self.scratch, (self.spec.name, *params, self.profile.name))
+
+    def unmeasured(self, members: Sequence[Params]) -> list[Params]:
+        return [p for p in members if not self.file(p).exists()]
+
+    def measure_in_turn(self, members: Sequence[Params]) -> None:
+        for params in members:
+            probes.store(self.file(params), measure_one(self.spec, params, self.profile))
+
+    def fork_measuring(self, members: Sequence[Params], log: Path) -> int:
+        pid = os.fork()
+        if pid == 0:  # the measuring process: its output goes to the group's log, read if it dies
+            code = 0
+            try:
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                self.measure_in_turn(members)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        return pid
+
+
+def _log_tail(log: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return ": " + " | ".join(lines[-LOG_TAIL_LINES:])
+    return ""
+
+
+def _wait(pid: int, left: Callable[[], int], stall_seconds: float) -> str:
+    """Wait for the measuring process; stop it when no parameter set has finished for ``stall_seconds``.
+    How it ended, in words."""
+    remaining, last_change = left(), time.monotonic()
+    while True:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            if os.WIFSIGNALED(status):
+                return f"was killed by signal {os.WTERMSIG(status)}"
+            return f"exited with status {os.waitstatus_to_exitcode(status)}"
+        now = left()
+        if now != remaining:
+            remaining, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change > stall_seconds:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"was stopped after {stall_seconds:.0f} s without finishing it"
+        time.sleep(0.02)
+
+
+def measure_group(group: Group, members: Sequence[Params], stall_seconds: float = STALL_SECONDS) -> None:
+    """Every parameter set of ``members`` not yet measured in this run, each left in the scratch folder
+    (a figure, a skip or an error): in forked measuring processes where this process can fork, else here."""
+    pending = group.unmeasured(members)
+    if not pending:
+        return
+    if not fork_is_safe():
+        group.measure_in_turn(pending)
+        return
+    log = Path(group.scratch) / f"group-{os.getpid()}.log"
+    while pending:
+        log.write_text("")
+        pid = group.fork_measuring(pending, log)
+        ended = _wait(pid, partial(lambda asked: len(group.unmeasured(asked)), pending), stall_seconds)
+        pending = group.unmeasured(pending)
+        if pending:  # sets are measured in order: the first one left is the one it was measuring
+            failed, *pending = pending
+            error = (
+                f"the measuring process of {group.spec.name} on {failed[2]} {ended} while measuring "
+                f"this parameter set{_log_tail(log)}"
+            )
+            probes.store(group.file(failed), {"error": error})
+    log.unlink(missing_ok=True)
+
+
+class Replay:
+    """The samples a grouped run measured for one parameter set, handed to asv's clock one per sample."""
+
+    def __init__(self) -> None:
+        self._given: dict[tuple[str, ...], int] = {}
+
+    def next_sample(self, found: dict[str, Any], key: tuple[str, ...]) -> float:
+        samples = found.get("samples")
+        if not samples:
+            raise RuntimeError(f"no samples were measured for {list(key)}")
+        index = self._given.get(key, 0)
+        if index >= len(samples):
+            raise RuntimeError(
+                f"asv asked for sample {index + 1} of {list(key)}; the group measured {len(samples)}"
+            )
+        self._given[key] = index + 1
+        return float(samples[index])
