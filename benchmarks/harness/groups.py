@@ -14,9 +14,9 @@ process of the group then hands asv its parameter set's samples through ``timing
 Each parameter set is measured as in a process of its own: prepared afresh (torch.compile's cache of the
 group's earlier sets dropped, so that every set is compiled for its own shapes instead of falling back to
 eager once dynamo's recompile limit is reached), peak memory first, the other probes, then the profile's
-samples, each a warm-up burst and a timed batch (harness/timing.py).  A crash (an illegal memory access
-poisons a CUDA context for good) fails the set being measured; the rest of the group is measured by a new
-process.  Where this process cannot fork (a device is already in use here: a test, the fidelity
+samples, each a warm-up burst and a timed batch (harness/timing.py).  A set that fails, or a crash, ends
+the measuring process (an illegal memory access poisons a CUDA context for good); the rest of the group is
+measured by a new one.  Where this process cannot fork (a device is already in use here: a test, the fidelity
 command), the group is measured here.
 """
 
@@ -43,6 +43,10 @@ from benchmarks.harness.run import TF32, OpRun
 # as a hang: asv's own limit for a benchmark process was the same.
 STALL_SECONDS = 600.0
 LOG_TAIL_LINES = 12
+# A measuring process ends after a set that failed: the error may have left its device unusable (MLX
+# 0.32.4 on CUDA raised "illegal memory access" for one Conv1d set, then every later set in the same
+# process failed to allocate), so the next set starts in a fresh process, as it would in a run of its own.
+RESTART_AFTER_ERROR = 75
 
 Params = tuple[str, str, str]  # case, dtype, backend
 
@@ -85,7 +89,7 @@ def measure_one(spec: OpSpec, params: Params, profile: Profile) -> dict[str, Any
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
-        run.release()
+        run.release(full_collect=False)
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,15 @@ class Group:
     def unmeasured(self, members: Sequence[Params]) -> list[Params]:
         return [p for p in members if not self.file(p).exists()]
 
-    def measure_in_turn(self, members: Sequence[Params]) -> None:
+    def measure_in_turn(self, members: Sequence[Params], stop_after_error: bool = False) -> bool:
+        """Measure ``members`` in order; True if it stopped after a set that failed (the rest are left
+        for a fresh process)."""
         for params in members:
-            probes.store(self.file(params), measure_one(self.spec, params, self.profile))
+            found = measure_one(self.spec, params, self.profile)
+            probes.store(self.file(params), found)
+            if stop_after_error and "error" in found:
+                return True
+        return False
 
     def fork_measuring(self, members: Sequence[Params], log: Path) -> int:
         pid = os.fork()
@@ -114,7 +124,8 @@ class Group:
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
-                self.measure_in_turn(members)
+                if self.measure_in_turn(members, stop_after_error=True):
+                    code = RESTART_AFTER_ERROR
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -131,23 +142,24 @@ def _log_tail(log: Path) -> str:
     return ""
 
 
-def _wait(pid: int, left: Callable[[], int], stall_seconds: float) -> str:
+def _wait(pid: int, left: Callable[[], int], stall_seconds: float) -> tuple[int | None, str]:
     """Wait for the measuring process; stop it when no parameter set has finished for ``stall_seconds``.
-    How it ended, in words."""
+    Its exit code (None if a signal ended it) and how it ended, in words."""
     remaining, last_change = left(), time.monotonic()
     while True:
         finished, status = os.waitpid(pid, os.WNOHANG)
         if finished:
             if os.WIFSIGNALED(status):
-                return f"was killed by signal {os.WTERMSIG(status)}"
-            return f"exited with status {os.waitstatus_to_exitcode(status)}"
+                return None, f"was killed by signal {os.WTERMSIG(status)}"
+            code = os.waitstatus_to_exitcode(status)
+            return code, f"exited with status {code}"
         now = left()
         if now != remaining:
             remaining, last_change = now, time.monotonic()
         elif time.monotonic() - last_change > stall_seconds:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return f"was stopped after {stall_seconds:.0f} s without finishing it"
+            return None, f"was stopped after {stall_seconds:.0f} s without finishing it"
         time.sleep(0.02)
 
 
@@ -164,9 +176,10 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
     while pending:
         log.write_text("")
         pid = group.fork_measuring(pending, log)
-        ended = _wait(pid, partial(lambda asked: len(group.unmeasured(asked)), pending), stall_seconds)
+        code, ended = _wait(pid, partial(lambda asked: len(group.unmeasured(asked)), pending), stall_seconds)
         pending = group.unmeasured(pending)
-        if pending:  # sets are measured in order: the first one left is the one it was measuring
+        if pending and code != RESTART_AFTER_ERROR:
+            # sets are measured in order: the first one left is the one it was measuring
             failed, *pending = pending
             error = (
                 f"the measuring process of {group.spec.name} on {failed[2]} {ended} while measuring "

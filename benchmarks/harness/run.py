@@ -181,9 +181,12 @@ class OpRun:
     def describe(self) -> str:
         return f"{self.spec.name} [{self.case.label}] {self.dtype} on {self.backend.name}"
 
-    def release(self) -> None:
+    def release(self, full_collect: bool = True) -> None:
+        """Free the inputs and the prepared call.  ``full_collect=False`` (the next set of a grouped run
+        follows at once) collects only the young generations: a full collection took 0.12 s with both
+        frameworks loaded, and the run's own references are dropped here, not left in cycles."""
         self.args = ()
         self.fn = None
         self._timed = None
         self.backend.forget_compiled()
-        gc.collect()
+        gc.collect(2 if full_collect else 1)

@@ -59,7 +59,8 @@ def test_group_members_keep_the_float32_matmul_modes_apart():
         ("b", "float32", "mlx-gpu"),
         ("b", "bfloat16", "mlx-gpu"),
     ]
-    assert groups.group_members(["a"], ["float32", "tf32"], "torch-cuda", "tf32") == [("a", "tf32", "torch-cuda")]
+    tf32 = groups.group_members(["a"], ["float32", "tf32"], "torch-cuda", "tf32")
+    assert tf32 == [("a", "tf32", "torch-cuda")]
 
 
 def test_asv_records_the_samples_the_group_measured(tmp_path):
@@ -82,7 +83,8 @@ def test_asv_records_the_samples_the_group_measured(tmp_path):
         assert len(found["samples"]) == GROUPED.repeat and min(found["samples"]) > 0
         throughput = run_the_asv_way(cls(), "track_throughput", params, scratch)
         assert throughput == found["figures"]["throughput"] > 0
-        assert run_the_asv_way(cls(), "track_parity_error", params, scratch) == found["figures"]["parity_error"]
+        parity = run_the_asv_way(cls(), "track_parity_error", params, scratch)
+        assert parity == found["figures"]["parity_error"]
     # another backend's group was not measured by that
     assert group.unmeasured([(cases[0], "float32", "mlx-cpu")]) == [(cases[0], "float32", "mlx-cpu")]
 
@@ -113,8 +115,11 @@ def _run_group_in_fresh_python(tmp_path: Path, fault: str, stall_seconds: float 
         members = [(cases[0], "float32", "torch-cpu"), (cases[0], "bfloat16", "torch-cpu"),
                    (cases[-1], "float32", "torch-cpu")]
         measure = groups.measure_one
+        poisoned = []
 
         def faulty(spec, params, profile):
+            if poisoned:  # as a CUDA context after an illegal memory access
+                return {{"error": "every later set fails in this process"}}
             if params == members[1]:
                 print("about to fail", flush=True)
                 {fault}
@@ -139,6 +144,14 @@ def test_a_crash_fails_only_the_parameter_set_it_hit(tmp_path):
     assert "killed by signal 6 while measuring this parameter set" in crashed["error"]
     assert "about to fail" in crashed["error"]  # the measuring process's last words
     assert list(tmp_path.glob("group-*.log")) == []
+
+
+def test_a_set_that_fails_ends_its_measuring_process(tmp_path):
+    fault = 'poisoned.append(1); return {"error": "RuntimeError: an illegal memory access"}'
+    first, failed, last = _run_group_in_fresh_python(tmp_path, fault)
+    assert failed == {"error": "RuntimeError: an illegal memory access"}
+    # the next set was measured by a fresh process, not the one left unusable
+    assert len(first["samples"]) == 2 and len(last["samples"]) == 2
 
 
 def test_a_hang_is_stopped_and_fails_only_the_parameter_set_it_hit(tmp_path):
