@@ -562,6 +562,13 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--bench", help="asv --bench regular expression (default: everything)")
     gpu.add_argument("--install-only", action="store_true", help="install and check, run nothing")
 
+    ado = sub.add_parser(
+        "adopt",
+        help="merge a run made in another copy of this repository (a GPU host's results/, facts/) here",
+        formatter_class=HelpFormatter,
+    )
+    ado.add_argument("folder", type=Path, help="the copy's root: the folder holding its results/ and facts/")
+
     job = sub.add_parser(
         "job",
         help="measure one parameter set of a workload job now, with asv's measuring code (fresh interpreter)",
@@ -766,6 +773,15 @@ def gpu_job(args: argparse.Namespace) -> int:
     machine = args.machine or _device_slug(str(found.get("device", "gpu")))
     _log(f"machine {machine}; point {point['tag']} (torch here: {found['torch']})")
     return run_existing(machine, point, args.backends, args.profile, args.bench)
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    try:
+        changed = results_store.adopt(args.folder, ROOT, _log)
+    except results_store.AdoptError as exc:
+        raise SystemExit(f"mtb adopt: {exc}") from None
+    _log(f"{changed} file(s) changed" if changed else "nothing new: every value and fact is here already")
+    return 0
 
 
 def run_existing(machine: str, point: dict, backends_choice: str, profile: str, bench: str | None) -> int:
@@ -1222,6 +1238,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 0 if publish_site(config, dict(os.environ)) else 1
     elif args.command == "error-rates":
         return error_rates_job(args)
+    elif args.command == "adopt":
+        return cmd_adopt(args)
     elif args.command == "job":
         return job_command(args)
     elif args.command == "bundle":

@@ -358,3 +358,51 @@ def format_summary(rows: list[PointSummary], failed_points: list[str], reasons: 
     for reason, count in reasons.most_common(8):
         lines.append(f"  skipped {count:>4} x  {reason}")
     return "\n".join(lines)
+
+
+class AdoptError(ValueError):
+    """A folder that holds no run to adopt; the message is the one line to show."""
+
+
+def adopt(source: Path, root: Path, log: Log) -> int:
+    """Bring a run made in another copy of this repository (a GPU host's, carried back as a folder holding
+    its ``results/`` and ``facts/``) into ``root``: each results file merged into the one here as after a
+    run (``merge_data``: a value is never replaced by a failure or a skip, nor lost), each facts file's
+    lines appended where this copy lacks them.  How many files changed."""
+    found = results_files(source / "results")
+    facts = sorted((source / "facts").glob("*/*.jsonl"))
+    if not found and not facts:
+        raise AdoptError(
+            f"{source} holds no results/<machine>/*.json and no facts/<machine>/*.jsonl: give the folder "
+            "that holds a run's results/ and facts/ (the repository copy the run was made in)"
+        )
+    for path in found:  # all checked before any is merged
+        try:
+            json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AdoptError(f"{path} is not valid JSON ({exc}): carry it again; nothing adopted") from None
+    changed = 0
+    for path in found:
+        machine = path.parent.name
+        target = root / "results" / machine / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        machine_file = path.with_name("machine.json")
+        if machine_file.exists() and not target.with_name("machine.json").exists():
+            shutil.copyfile(machine_file, target.with_name("machine.json"))
+        new = json.loads(path.read_text())
+        merged = merge_data(json.loads(target.read_text()), new) if target.exists() else new
+        if not target.exists() or _canonical(merged) != _canonical(json.loads(target.read_text())):
+            write_atomically(target, json.dumps(merged, separators=(",", ":"), allow_nan=True))
+            log(f"results: {machine}/{path.name} merged")
+            changed += 1
+    for path in facts:
+        target = root / "facts" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        have = set(target.read_text().splitlines()) if target.exists() else set()
+        lines = [line for line in path.read_text().splitlines() if line.strip() and line not in have]
+        if lines:
+            with target.open("a") as out:
+                out.write("".join(f"{line}\n" for line in lines))
+            log(f"facts: {path.parent.name}/{path.name}: {len(lines)} lines added")
+            changed += 1
+    return changed

@@ -67,6 +67,43 @@ def test_changed_benchmark_code_keeps_only_new_values_unless_it_has_none():
     assert _values(store.merge_data(old, broken), "b") == {"'m'": 1.0, "'t'": 2.0}
 
 
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_run_made_elsewhere_is_adopted_without_losing_values_or_repeating_facts(tmp_path):
+    home, there = tmp_path / "home", tmp_path / "device"
+    name = "results/gpu/c0ffee-existing.json"
+    kept = _file({"b": _row([1.0, 2.0], ["'m'", "'t'"]), "old": _row([9.0], ["'m'"])})
+    _write(home / name, json.dumps(kept))
+    _write(home / "facts/gpu/c0ffee.clocks.jsonl", '{"n": 1}\n')
+    _write(there / name, json.dumps(_file({"b": _row([1.5, None], ["'m'", "'t'"])})))
+    _write(there / "results/gpu/machine.json", '{"machine": "gpu"}')
+    _write(there / "facts/gpu/c0ffee.clocks.jsonl", '{"n": 1}\n{"n": 2}\n')
+    _write(there / "facts/gpu/c0ffee.skips.jsonl", '{"reason": "x"}\n')
+    lines: list[str] = []
+    assert store.adopt(there, home, lines.append) == 3
+    merged = json.loads((home / name).read_text())
+    assert _values(merged, "b") == {"'m'": 1.5, "'t'": 2.0}  # the failure kept the value it would replace
+    assert _values(merged, "old") == {"'m'": 9.0}
+    assert (home / "facts/gpu/c0ffee.clocks.jsonl").read_text() == '{"n": 1}\n{"n": 2}\n'
+    assert (home / "facts/gpu/c0ffee.skips.jsonl").read_text() == '{"reason": "x"}\n'
+    assert json.loads((home / "results/gpu/machine.json").read_text()) == {"machine": "gpu"}
+    assert store.adopt(there, home, lines.append) == 0, "adopting again changes nothing"
+
+
+def test_adopting_a_folder_without_a_run_or_with_a_broken_file_changes_nothing(tmp_path):
+    with pytest.raises(store.AdoptError, match=r"holds no results/<machine>/\*\.json.*give the folder"):
+        store.adopt(tmp_path, tmp_path / "home", print)
+    _write(tmp_path / "results/gpu/c0ffee.json", "{not json")
+    _write(tmp_path / "facts/gpu/c0ffee.jsonl", '{"n": 1}\n')
+    with pytest.raises(store.AdoptError, match=r"not valid JSON.*nothing adopted"):
+        store.adopt(tmp_path, tmp_path / "home", print)
+    assert not (tmp_path / "home").exists()
+
+
 def test_copies_left_by_a_killed_run_are_merged_back_at_the_next_start(tmp_path):
     results, state = tmp_path / "results", tmp_path / "state"
     (results / "vm").mkdir(parents=True)
