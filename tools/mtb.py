@@ -814,6 +814,8 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     clock_file = ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.clocks.jsonl"
     for line in clocks.summarise(clock_file):
         _log(f"GPU clocks: {line}")
+    for line in clocks.time_spent(clock_file):
+        _log(f"time spent: {line}")
     found_file = results_store.point_file(results_dir, point["commit"], machine)
     if found_file is not None:
         from tools import ceilings

@@ -168,10 +168,7 @@ def summarise(path: Path) -> list[str]:
 
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(ValueError):  # a line cut short by a killed process
-            rows.append(json.loads(line))
+    rows = _rows(path)
     before: dict[tuple[str, ...], dict[str, Any]] = {}
     counts: Counter[str] = Counter()
     ended = 0
@@ -184,6 +181,53 @@ def summarise(path: Path) -> list[str]:
             for finding in assess(before.get(key), row):
                 counts[_kind(finding)] += 1
     return [f"{n} of {ended} benchmark processes: {kind}" for kind, n in counts.most_common()]
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):  # a line cut short by a killed process
+            rows.append(json.loads(line))
+    return rows
+
+
+def time_spent(path: Path) -> list[str]:
+    """Where an op run's time went, per backend, from the readings of a clocks file: seconds preparing
+    (device context, inputs, compiling, warm-up), probing (peak memory, parity, throughput) and sampling,
+    summed over its parameter sets, beside the span from the first reading to the last."""
+    rows = [r for r in _rows(path) if "at" in r and r.get("phase") != "after"] if path.is_file() else []
+    if not rows:
+        return []
+    at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
+    spent: dict[str, dict[str, float]] = {}
+    measured: list[tuple[str, dict[str, float]]] = []  # (backend, its readings) per parameter set
+    latest: dict[tuple[str, ...], dict[str, float]] = {}  # a set measured again starts a new entry
+    for row in rows:
+        params = row.get("params", [])
+        key = (row.get("benchmark", ""), *params)
+        phase = row.get("phase")
+        if phase == "before" and "prepare_s" in row:
+            backend = spent.setdefault(params[-1], {"sets": 0, "prepare": 0.0, "probes": 0.0, "samples": 0.0})
+            backend["sets"] += 1
+            backend["prepare"] += float(row["prepare_s"])
+            latest[key] = {"before": at[id(row)]}
+            measured.append((params[-1], latest[key]))
+        elif key in latest and phase in ("after probes", "after last sample"):
+            latest[key][phase] = at[id(row)]
+    for name, marks in measured:
+        backend = spent[name]
+        probed = marks.get("after probes", marks["before"])
+        backend["probes"] += probed - marks["before"]
+        if "after last sample" in marks:
+            backend["samples"] += marks["after last sample"] - probed
+    span = max(at.values()) - min(at.values())
+    lines = [f"{span:.0f} s from the first clock reading to the last"]
+    for name, b in sorted(spent.items()):
+        lines.append(
+            f"{name}: {b['sets']:.0f} parameter sets, {b['prepare']:.0f} s preparing, {b['probes']:.0f} s "
+            f"probing, {b['samples']:.0f} s sampling"
+        )
+    return lines
 
 
 def _kind(finding: str) -> str:

@@ -140,3 +140,30 @@ def test_a_clocks_file_is_summarised_per_finding(tmp_path):
         "1 of 3 benchmark processes: the driver reported software power cap",
     ]
     assert clocks.summarise(tmp_path / "none.jsonl") == []
+
+
+def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
+    import json
+
+    def reading(params, phase, second, **extra):
+        return {"benchmark": "GELU", "params": params, "phase": phase,
+                "at": f"2026-12-01T10:00:{second:06.3f}+00:00", **STEADY, **extra}  # fmt: skip
+
+    lines = []
+    for start, backend in [(0.0, "mlx-gpu"), (10.0, "torch-cuda"), (20.0, "torch-cuda")]:
+        params = ["64x1024", "float32", backend]
+        lines += [
+            reading(params, "before", start, prepare_s=0.5),
+            reading(params, "after probes", start + 0.25),
+            reading(params, "after first sample", start + 0.5),
+            reading(params, "after last sample", start + 1.25),
+        ]
+    lines.append(reading(["x", "y"], "after", 30.0))  # a workload's reading: no prepare, not counted
+    path = tmp_path / "run.clocks.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"cut short')
+    assert clocks.time_spent(path) == [
+        "21 s from the first clock reading to the last",
+        "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
+        "torch-cuda: 2 parameter sets, 1 s preparing, 0 s probing, 2 s sampling",
+    ]
+    assert clocks.time_spent(tmp_path / "none.jsonl") == []
