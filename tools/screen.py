@@ -236,6 +236,7 @@ def worker(profile_name: str) -> None:
     from benchmarks.harness.profiles import get_profile
     from benchmarks.harness.run import OpRun
     from benchmarks.ops import all_specs
+    from tools.fidelity import stream_per_call
 
     # replies go to the parent on a handle of their own: anything a library prints goes to stderr
     replies = sys.stdout
@@ -259,13 +260,7 @@ def worker(profile_name: str) -> None:
                 prepared[item] = OpRun.prepare(specs[name], label, DTYPE, BACKEND, profile)
             run = prepared[item]
             run.call()
-            per_call = []
-            for _ in range(BATCHES):
-                calls, start = 0, time.perf_counter()
-                while calls < 2 or time.perf_counter() - start < BATCH_SECONDS:
-                    run.call()
-                    calls += 1
-                per_call.append((time.perf_counter() - start) / calls)
+            per_call = [stream_per_call(run.call, BATCH_SECONDS) for _ in range(BATCHES)]
             reply({"t": statistics.median(per_call)})
         except Exception as exc:  # a case this version cannot run is reported, not fatal
             reply({"t": None, "error": f"{type(exc).__name__}: {exc}"[:300]})
