@@ -120,15 +120,20 @@ def merge_row(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merge_data(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A whole results file: every benchmark of either, merged with ``merge_row``."""
+def merge_data(old: dict[str, Any], new: dict[str, Any], newest_wins: bool = False) -> dict[str, Any]:
+    """A whole results file: every benchmark of either, merged with ``merge_row``.  ``newest_wins``: where
+    a benchmark's version differs, the row that started later counts as the new one (files from two
+    machines' copies, neither of them a run just made)."""
     columns = new["result_columns"]
     old_rows, new_rows = _rows(old), _rows(new)
     out = dict(new)
     results = {}
     for name in [*new_rows, *(n for n in old_rows if n not in new_rows)]:
         if name in new_rows and name in old_rows:
-            row = merge_row(old_rows[name], new_rows[name])
+            first, second = old_rows[name], new_rows[name]
+            if newest_wins and first.get("version") != second.get("version"):
+                first, second = sorted((first, second), key=lambda r: r.get("started_at") or 0)
+            row = merge_row(first, second)
         else:
             row = new_rows.get(name) or old_rows[name]
         values = [row.get(c) for c in columns]
@@ -367,8 +372,10 @@ class AdoptError(ValueError):
 def adopt(source: Path, root: Path, log: Log) -> int:
     """Bring a run made in another copy of this repository (a GPU host's, carried back as a folder holding
     its ``results/`` and ``facts/``) into ``root``: each results file merged into the one here as after a
-    run (``merge_data``: a value is never replaced by a failure or a skip, nor lost), each facts file's
-    lines appended where this copy lacks them.  How many files changed."""
+    run (``merge_data``: a value is never replaced by a failure or a skip, nor lost; where a benchmark's
+    version differs, the newer row is taken as the new one), asv's benchmark list widened by the copy's,
+    each facts file's lines appended where this copy lacks them.  Every file is read and checked before
+    any is written.  How many files changed."""
     found = results_files(source / "results")
     facts = sorted((source / "facts").glob("*/*.jsonl"))
     if not found and not facts:
@@ -376,33 +383,59 @@ def adopt(source: Path, root: Path, log: Log) -> int:
             f"{source} holds no results/<machine>/*.json and no facts/<machine>/*.jsonl: give the folder "
             "that holds a run's results/ and facts/ (the repository copy the run was made in)"
         )
-    for path in found:  # all checked before any is merged
-        try:
-            json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AdoptError(f"{path} is not valid JSON ({exc}): carry it again; nothing adopted") from None
-    changed = 0
+    plans: list[tuple[Path, Path, dict[str, Any], dict[str, Any] | None]] = []
     for path in found:
-        machine = path.parent.name
-        target = root / "results" / machine / path.name
+        target = root / "results" / path.parent.name / path.name
+        plans.append((path, target, _results_data(path), _results_data(target) if target.exists() else None))
+    listing, listing_here = source / "results" / "benchmarks.json", root / "results" / "benchmarks.json"
+    lists = [_json_file(p) if p.exists() else None for p in (listing, listing_here)]
+    changed = 0
+    for path, target, new, kept in plans:
         target.parent.mkdir(parents=True, exist_ok=True)
         machine_file = path.with_name("machine.json")
         if machine_file.exists() and not target.with_name("machine.json").exists():
             shutil.copyfile(machine_file, target.with_name("machine.json"))
-        new = json.loads(path.read_text())
-        merged = merge_data(json.loads(target.read_text()), new) if target.exists() else new
-        if not target.exists() or _canonical(merged) != _canonical(json.loads(target.read_text())):
+        merged = new if kept is None else merge_data(kept, new, newest_wins=True)
+        if kept is None or _canonical(merged) != _canonical(kept):
             write_atomically(target, json.dumps(merged, separators=(",", ":"), allow_nan=True))
-            log(f"results: {machine}/{path.name} merged")
+            log(f"results: {path.parent.name}/{path.name} merged")
+            changed += 1
+    adopted_list, list_here = lists
+    if adopted_list is not None:
+        widened = adopted_list if list_here is None else merge_benchmark_lists(list_here, adopted_list)
+        if list_here is None or _canonical(widened) != _canonical(list_here):
+            listing_here.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(listing_here, json.dumps(widened, indent=4))
+            log("results: benchmarks.json widened")
             changed += 1
     for path in facts:
         target = root / "facts" / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        have = set(target.read_text().splitlines()) if target.exists() else set()
+        text = target.read_text() if target.exists() else ""
+        have = set(text.splitlines())
         lines = [line for line in path.read_text().splitlines() if line.strip() and line not in have]
         if lines:
             with target.open("a") as out:
-                out.write("".join(f"{line}\n" for line in lines))
+                # a line cut short by a killed process stays a line of its own
+                cut_short = text and not text.endswith("\n")
+                out.write(("\n" if cut_short else "") + "".join(f"{x}\n" for x in lines))
             log(f"facts: {path.parent.name}/{path.name}: {len(lines)} lines added")
             changed += 1
     return changed
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise AdoptError(f"{path} is not valid JSON ({exc}): carry it again or move it aside") from None
+    if not isinstance(data, dict):
+        raise AdoptError(f"{path} holds no JSON object: carry it again or move it aside")
+    return data
+
+
+def _results_data(path: Path) -> dict[str, Any]:
+    data = _json_file(path)
+    if "result_columns" not in data or not isinstance(data.get("results", {}), dict):
+        raise AdoptError(f"{path} is not an asv results file (no result_columns): carry it again")
+    return data

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -47,6 +48,8 @@ LOG_TAIL_LINES = 12
 # 0.32.4 on CUDA raised "illegal memory access" for one Conv1d set, then every later set in the same
 # process failed to allocate), so the next set starts in a fresh process, as it would in a run of its own.
 RESTART_AFTER_ERROR = 75
+# a set whose probes were measured but whose samples could not be taken
+TIMING_ERROR = "timing_error"
 
 Params = tuple[str, str, str]  # case, dtype, backend
 
@@ -75,21 +78,28 @@ def measure_one(spec: OpSpec, params: Params, profile: Profile) -> dict[str, Any
     try:
         prepare_s = round(time.perf_counter() - started, 3)
         clocks.record(spec.name, params, "before", run.backend, {"prepare_s": prepare_s})
-        found = probes.measure(run)
+        found = probes.measure(run)  # a probe that fails is noted there, for its own metric
         clocks.record(spec.name, params, "after probes", run.backend)
-        samples = []
-        for index in range(profile.repeat):
-            run.timed.warm_up()
-            samples.append(run.timed.sample())
-            if index in (0, profile.repeat - 1):
-                phase = "after last sample" if index == profile.repeat - 1 else "after first sample"
-                clocks.record(spec.name, params, phase, run.backend)
-        found["samples"] = samples
+        try:
+            samples = []
+            for index in range(profile.repeat):
+                run.timed.warm_up()
+                samples.append(run.timed.sample())
+                if index in (0, profile.repeat - 1):
+                    phase = "after last sample" if index == profile.repeat - 1 else "after first sample"
+                    clocks.record(spec.name, params, phase, run.backend)
+            found["samples"] = samples
+        except Exception as exc:  # the probes' figures stand; the timing fails alone
+            found[TIMING_ERROR] = f"{type(exc).__name__}: {exc}"
         return found
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         run.release(full_collect=False)
+
+
+def failed(found: dict[str, Any]) -> bool:
+    return "error" in found or TIMING_ERROR in found
 
 
 @dataclass(frozen=True)
@@ -112,26 +122,45 @@ class Group:
         for params in members:
             found = measure_one(self.spec, params, self.profile)
             probes.store(self.file(params), found)
-            if stop_after_error and "error" in found:
+            if stop_after_error and failed(found):
                 return True
         return False
 
     def fork_measuring(self, members: Sequence[Params], log: Path) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the measuring process: its output goes to the group's log, read if it dies
             code = 0
             try:
+                _die_with_parent(parent)
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
+                os.close(fd)
                 if self.measure_in_turn(members, stop_after_error=True):
                     code = RESTART_AFTER_ERROR
             except BaseException:
                 traceback.print_exc()
                 code = 1
             finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         return pid
+
+
+def _die_with_parent(parent: int) -> None:
+    """The measuring process ends with asv's process (stopped at its timeout, or killed): left running,
+    it would go on timing on the GPU beside the next group's."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request was in place
+        os._exit(1)
 
 
 def _log_tail(log: Path) -> str:
@@ -190,19 +219,32 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
 
 
 class Replay:
-    """The samples a grouped run measured for one parameter set, handed to asv's clock one per sample."""
+    """The samples a grouped run measured for one parameter set, handed to asv's clock one per sample, by
+    one process only: a set is measured once, so asv's rounds, ``number`` and ``warmup_time`` must stay
+    as the class sets them (one round, one call a sample, no warm-up), or a sample would be given twice."""
 
     def __init__(self) -> None:
-        self._given: dict[tuple[str, ...], int] = {}
+        self._given: dict[Path, int] = {}
 
-    def next_sample(self, found: dict[str, Any], key: tuple[str, ...]) -> float:
+    def next_sample(self, found: dict[str, Any], path: Path) -> float:
+        if TIMING_ERROR in found:
+            raise RuntimeError(found[TIMING_ERROR])
         samples = found.get("samples")
         if not samples:
-            raise RuntimeError(f"no samples were measured for {list(key)}")
-        index = self._given.get(key, 0)
+            raise RuntimeError(f"no samples were measured for {found.get('params', path.name)}")
+        index = self._given.get(path, 0)
+        if index == 0:
+            try:  # the first process to hand them on marks them
+                os.close(os.open(path.with_suffix(".replayed"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                raise RuntimeError(f"{REPLAY_RULE}: its samples were given once in this run") from None
         if index >= len(samples):
-            raise RuntimeError(
-                f"asv asked for sample {index + 1} of {list(key)}; the group measured {len(samples)}"
-            )
-        self._given[key] = index + 1
+            raise RuntimeError(f"{REPLAY_RULE}: asv asked for sample {index + 1} of {len(samples)}")
+        self._given[path] = index + 1
         return float(samples[index])
+
+
+REPLAY_RULE = (
+    "a grouped run measures each parameter set once (its accelerator plan): run it with one round and "
+    "without -a overrides of number, warmup_time or repeat"
+)

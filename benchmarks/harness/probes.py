@@ -75,7 +75,7 @@ def load(scratch: str, key: tuple[str, ...], prepare: Callable[[], OpRun]) -> di
 
 
 def store(path: Path, found: dict[str, Any]) -> None:
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")
     partial.write_text(json.dumps(found))
     partial.replace(path)  # a reader never sees half a file
 

@@ -14,7 +14,7 @@ from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
 from benchmarks.harness.run import TF32, OpRun
-from benchmarks.harness.timing import TimedCall, arm_replay, per_call_clock, replay_clock
+from benchmarks.harness.timing import MEASUREMENT_VERSION, TimedCall, arm_replay, per_call_clock, replay_clock
 
 PARAM_NAMES = ["case", "dtype", "backend"]
 
@@ -44,12 +44,12 @@ def release_prepared() -> None:
     _prepared.clear()
 
 
-def op_dtypes(spec: OpSpec) -> list[str]:
+def op_dtypes(spec: OpSpec, profile: Profile | None = None) -> list[str]:
     """float32; float16/bfloat16 where the op declares them; and, for matrix-product-bound ops in a run
     that includes ``torch-cuda`` (an NVIDIA machine), ``tf32`` (float32 data, TF32 tensor-core math),
     labelled beside IEEE float32.  Parameters are fixed before any device is touched, so the run's
     backend list decides; a tf32 case on a backend off CUDA is skipped with the reason."""
-    profile = active_profile()
+    profile = profile or active_profile()
     tf32 = [TF32] if spec.bound == "compute" and "torch-cuda" in selected_backend_names() else []
     return ["float32", *tf32, *(profile.low_precision_dtypes if spec.low_precision else ())]
 
@@ -57,7 +57,7 @@ def op_dtypes(spec: OpSpec) -> list[str]:
 def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
     profile = profile or active_profile()
     cases = [c.label for c in spec.cases(profile.name)]
-    dtypes = op_dtypes(spec)
+    dtypes = op_dtypes(spec, profile)
     replay = groups.Replay()
 
     def group_figures(scratch: str, case: str, dtype: str, backend: str) -> dict[str, Any]:
@@ -69,21 +69,19 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
             groups.measure_group(groups.Group(scratch, spec, profile), members)
         return probes.raise_unmeasured(json.loads(path.read_text()))
 
-    def replay_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
-        """Before every sample of ``time_forward`` in a grouped run: arm asv's clock with the next
-        sample the group measured for this parameter set."""
-        with noting_skips(spec.name, (case, dtype, backend)):
-            found = group_figures(scratch, case, dtype, backend)
-            arm_replay(replay.next_sample(found, (spec.name, case, dtype, backend)))
-
-    def warm_up(scratch: str, case: str, dtype: str, backend: str) -> None:
-        """Before every sample of ``time_forward``: prepare once, then the warm-up burst.  The first
-        process of a combination also measures its probes, right after preparing, as a ``track_``
-        process would: the ``track_`` processes (asv runs them after ``time_forward``) then only read
-        them instead of each preparing the op again (a device context, the inputs and, for
-        torch.compile, seconds of compilation per process)."""
+    def before_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
+        """Before every sample of ``time_forward``.  In a grouped run: arm asv's clock with the next
+        sample the group's measuring process took for this parameter set.  Otherwise: prepare once, then
+        the warm-up burst; the first process of a combination also measures its probes, right after
+        preparing, as a ``track_`` process would: the ``track_`` processes (asv runs them after
+        ``time_forward``) then only read them instead of each preparing the op again (a device context,
+        the inputs and, for torch.compile, seconds of compilation per process)."""
         with noting_skips(spec.name, (case, dtype, backend)):
             key = (spec.name, case, dtype, backend, profile.name)
+            if profile.grouped:
+                found = group_figures(scratch, case, dtype, backend)
+                arm_replay(replay.next_sample(found, probes.probe_file(scratch, key)))
+                return
             run = prepared_run(spec, case, dtype, backend, profile)
             if run._timed is None:  # before this process's first sample
                 probes.load(scratch, key, lambda: run)
@@ -133,7 +131,11 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
         warmup_time = 0.0
         timer = staticmethod(replay_clock if profile.grouped else per_call_clock)
         # a grouped run's first process of a group measures the whole group
-        timeout = 600 * (len(cases) * len(dtypes) if profile.grouped else 1)
+        timeout = (groups.STALL_SECONDS + 60) * len(cases) * len(dtypes) if profile.grouped else 600
+        # asv's default version hashes the methods' source: the harness's generic code, the same for
+        # every op and different in a grouped run, which measures the same thing.  What a figure means
+        # is versioned instead (harness/timing.py), so the two kinds of run share a history.
+        version = MEASUREMENT_VERSION
 
         # One scratch folder per asv run for the probes of every op class (harness/probes.py).
         setup_cache = staticmethod(probes.scratch_folder)
@@ -148,20 +150,12 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
             """The combination prepared in this process (once; asv re-runs setup around every sample)."""
             return prepared_run(spec, *self.params_set, profile)
 
-        if profile.grouped:
-
-            def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
-                """Nothing to run: the group's measuring process timed this sample (harness/groups.py)
-                and ``replay_sample`` gave it to asv's clock."""
-
-            time_forward.setup = replay_sample
-        else:
-
-            def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
+        def time_forward(self, scratch: str, case: str, dtype: str, backend: str) -> None:
+            if not profile.grouped:  # a grouped run's samples were timed by its measuring process
                 self.run.timed.batch()
 
-            time_forward.setup = warm_up
-            time_forward.teardown = after_sample
+        time_forward.setup = before_sample
+        time_forward.teardown = after_sample
 
         def timed_call(self, method: str) -> TimedCall:
             """What a ``time_`` method times, for the fidelity check (tools/fidelity.py)."""

@@ -29,11 +29,16 @@ readings around the (empty) timed call.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+# What a recorded time (and an op's probes) means, as asv's benchmark version: a change to the definition
+# above bumps it, and asv then keeps the figures made under the old one apart.
+MEASUREMENT_VERSION = "steady-stream-1"
 
 _calls_per_sample = 1
 
@@ -94,9 +99,15 @@ class TimedCall:
     def sample(self) -> float:
         """One sample timed here rather than by asv (workload jobs take theirs back to back, so the
         stream stays steady without a warm-up burst between samples): seconds per call of a batch."""
-        start = time.perf_counter()
-        self.batch()
-        return (time.perf_counter() - start) / self.calls
+        collecting = gc.isenabled()
+        gc.disable()  # as asv's timer does around a timed call: no collection inside the batch
+        try:
+            start = time.perf_counter()
+            self.batch()
+            return (time.perf_counter() - start) / self.calls
+        finally:
+            if collecting:
+                gc.enable()
 
 
 def calls_for(per_call_seconds: float, plan: SamplePlan) -> int:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,14 @@ from tests.ops.asv_way import run_the_asv_way
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPED = dataclasses.replace(get_profile("quick"), rounds=1, repeat=3, grouped=True)
+
+
+@pytest.fixture(autouse=True)
+def _measured_here(monkeypatch):
+    """Tests in this process measure groups here: a fork after torch ran on the CPU (earlier tests) can
+    hang in the child on GNU OpenMP's thread pool.  asv's processes never run an op before forking, and
+    the forked path is tested below in fresh interpreters."""
+    monkeypatch.setattr(groups, "fork_is_safe", lambda: False)
 
 
 def _spec(name: str):
@@ -92,11 +101,11 @@ def test_asv_records_the_samples_the_group_measured(tmp_path):
 def test_a_skipped_parameter_set_is_skipped_in_every_process(tmp_path):
     cls = op_benchmark(_spec("GELU"), GROUPED)
     cases, _, _ = cls.params
-    params = (cases[0], "float32", "mlx-gpu")  # no GPU here
+    params = (cases[1], "float32", "torch-compile")  # the quick profile compiles only the first case
     assert run_the_asv_way(cls(), "time_forward", params, str(tmp_path)) is None
     assert run_the_asv_way(cls(), "track_throughput", params, str(tmp_path)) is None
     found = json.loads(groups.Group(str(tmp_path), cls.spec, GROUPED).file(params).read_text())
-    assert found["skip"].startswith("mlx-gpu")
+    assert "compiles only the first float32 case" in found["skip"]
 
 
 def _run_group_in_fresh_python(tmp_path: Path, fault: str, stall_seconds: float = 60.0) -> dict:
@@ -191,3 +200,85 @@ def test_compiled_calls_of_one_function_each_compile_after_forgetting(monkeypatc
     # one graph per shape: without forgetting, the second shape would hit the recompile limit of 1 and
     # run eagerly
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
+
+
+def test_grouped_and_per_process_classes_share_asv_version(tmp_path):
+    from benchmarks.harness.timing import MEASUREMENT_VERSION
+    from tests.ops.asv_way import asv_benchmark
+
+    spec = _spec("GELU")
+    per_process = op_benchmark(spec, get_profile("quick"))
+    grouped = op_benchmark(spec, GROUPED)
+    params = (per_process.params[0][0], "float32", "torch-cpu")
+    for method in ("time_forward", "track_throughput", "track_parity_error"):
+        benches = [asv_benchmark(cls(), method, params, str(tmp_path)) for cls in (per_process, grouped)]
+        assert {b.version for b in benches} == {MEASUREMENT_VERSION}, method
+
+
+def test_a_sets_samples_are_given_to_asv_once_per_run(tmp_path):
+    spec = _spec("GELU")
+    params = (op_benchmark(spec, GROUPED).params[0][0], "float32", "torch-cpu")
+    assert run_the_asv_way(op_benchmark(spec, GROUPED)(), "time_forward", params, str(tmp_path))
+    # a second round is another process (another class object here): the same samples again would
+    # count twice in asv's statistics
+    with pytest.raises(RuntimeError, match="given once in this run"):
+        run_the_asv_way(op_benchmark(spec, GROUPED)(), "time_forward", params, str(tmp_path))
+
+
+def test_a_timing_that_fails_keeps_the_probes_figures(tmp_path, monkeypatch):
+    from benchmarks.harness.timing import TimedCall
+
+    def broken(self):
+        raise RuntimeError("the stream broke")
+
+    monkeypatch.setattr(TimedCall, "sample", broken)
+    cls = op_benchmark(_spec("GELU"), GROUPED)
+    params = (cls.params[0][0], "float32", "torch-cpu")
+    with pytest.raises(RuntimeError, match="the stream broke"):
+        run_the_asv_way(cls(), "time_forward", params, str(tmp_path))
+    assert run_the_asv_way(cls(), "track_throughput", params, str(tmp_path)) > 0
+
+
+def test_the_measuring_process_ends_with_the_asv_process(tmp_path):
+    marker = tmp_path / "child.pid"
+    script = textwrap.dedent(
+        f"""
+        import dataclasses, os, time
+        from benchmarks.harness import groups
+        from benchmarks.harness.profiles import get_profile
+        from benchmarks.ops import all_specs
+
+        profile = dataclasses.replace(get_profile("quick"), rounds=1, repeat=2, grouped=True)
+        spec = next(s for s in all_specs() if s.name == "ReLU")
+        case = spec.cases("quick")[0].label
+
+        def hang(spec, params, profile):
+            open({str(marker)!r}, "w").write(str(os.getpid()))
+            time.sleep(600)
+
+        groups.measure_one = hang
+        groups.measure_group(groups.Group({str(tmp_path)!r}, spec, profile), [(case, "float32", "torch-cpu")])
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() or not marker.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        child = int(marker.read_text())
+    finally:
+        parent.kill()  # as asv stops a benchmark process at its timeout
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the measuring process outlived asv's"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended, waiting for its reaper

@@ -116,3 +116,15 @@ def test_the_op_classes_warm_up_before_every_sample_through_asv(tmp_path):
     finally:
         asv.do_teardown()
         release_prepared()
+
+
+def test_a_sample_taken_here_runs_without_garbage_collection_as_asvs_do():
+    import gc
+
+    seen: list[bool] = []
+    timed = TimedCall(lambda: seen.append(gc.isenabled()), SamplePlan(warmup_seconds=0.0, batch_seconds=1e-4))
+    seen.clear()
+    assert gc.isenabled()
+    assert timed.sample() > 0
+    assert seen and not any(seen), "a collection could have run inside the timed batch"
+    assert gc.isenabled()

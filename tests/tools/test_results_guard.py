@@ -99,9 +99,43 @@ def test_adopting_a_folder_without_a_run_or_with_a_broken_file_changes_nothing(t
         store.adopt(tmp_path, tmp_path / "home", print)
     _write(tmp_path / "results/gpu/c0ffee.json", "{not json")
     _write(tmp_path / "facts/gpu/c0ffee.jsonl", '{"n": 1}\n')
-    with pytest.raises(store.AdoptError, match=r"not valid JSON.*nothing adopted"):
+    with pytest.raises(store.AdoptError, match=r"not valid JSON.*carry it again"):
         store.adopt(tmp_path, tmp_path / "home", print)
     assert not (tmp_path / "home").exists()
+
+
+def test_adopting_an_older_copy_keeps_the_newer_code_versions_values(tmp_path):
+    home, there = tmp_path / "home", tmp_path / "device"
+    name = "results/gpu/c0ffee-existing.json"
+    newer, older = _row([1.0, 2.0], ["'m'", "'t'"], version="v2"), _row([1.5], ["'t'"], version="v1")
+    newer[3], older[3] = 2000, 1000  # started_at
+    _write(home / name, json.dumps(_file({"b": newer})))
+    _write(there / name, json.dumps(_file({"b": older})))
+    _write(home / "facts/gpu/c0ffee.jsonl", '{"n": 1}\n{"cut sh')
+    _write(there / "facts/gpu/c0ffee.jsonl", '{"n": 2}\n')
+    _write(
+        home / "results/benchmarks.json",
+        json.dumps({"b": {"params": [["'x'"], ["'m'"]], "param_names": ["a", "b"]}}),
+    )
+    _write(
+        there / "results/benchmarks.json",
+        json.dumps({"b": {"params": [["'x'"], ["'t'"]], "param_names": ["a", "b"]}}),
+    )
+    assert store.adopt(there, home, print) >= 2  # the facts line and the benchmark list at least
+    assert _values(json.loads((home / name).read_text()), "b") == {"'m'": 1.0, "'t'": 2.0}
+    assert (home / "facts/gpu/c0ffee.jsonl").read_text().splitlines() == ['{"n": 1}', '{"cut sh', '{"n": 2}']
+    listed = json.loads((home / "results/benchmarks.json").read_text())
+    assert listed["b"]["params"] == [["'x'"], ["'t'", "'m'"]]
+
+
+def test_a_broken_results_file_here_stops_adopting_before_anything_is_written(tmp_path):
+    home, there = tmp_path / "home", tmp_path / "device"
+    _write(there / "results/gpu/a.json", json.dumps(_file({"b": _row([1.0], ["'m'"])})))
+    _write(there / "results/gpu/b.json", json.dumps(_file({"b": _row([1.0], ["'m'"])})))
+    _write(home / "results/gpu/b.json", "{broken")
+    with pytest.raises(store.AdoptError, match=r"b\.json is not valid JSON.*move it aside"):
+        store.adopt(there, home, print)
+    assert not (home / "results/gpu/a.json").exists()
 
 
 def test_copies_left_by_a_killed_run_are_merged_back_at_the_next_start(tmp_path):
