@@ -814,7 +814,7 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     clock_file = ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.clocks.jsonl"
     for line in clocks.summarise(clock_file):
         _log(f"GPU clocks: {line}")
-    for line in clocks.time_spent(clock_file):
+    for line in clocks.where_time_went(clock_file):
         _log(f"time spent: {line}")
     found_file = results_store.point_file(results_dir, point["commit"], machine)
     if found_file is not None:

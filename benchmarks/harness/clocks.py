@@ -191,7 +191,7 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def time_spent(path: Path) -> list[str]:
+def where_time_went(path: Path) -> list[str]:
     """Where an op run's time went, per backend, from the readings of a clocks file: seconds preparing
     (device context, inputs, compiling, warm-up), probing (peak memory, parity, throughput) and sampling,
     summed over its parameter sets, beside the span from the first reading to the last."""

@@ -161,9 +161,9 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
     lines.append(reading(["x", "y"], "after", 30.0))  # a workload's reading: no prepare, not counted
     path = tmp_path / "run.clocks.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"cut short')
-    assert clocks.time_spent(path) == [
+    assert clocks.where_time_went(path) == [
         "21 s from the first clock reading to the last",
         "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
         "torch-cuda: 2 parameter sets, 1 s preparing, 0 s probing, 2 s sampling",
     ]
-    assert clocks.time_spent(tmp_path / "none.jsonl") == []
+    assert clocks.where_time_went(tmp_path / "none.jsonl") == []
