@@ -161,6 +161,13 @@ def record(
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
 
 
+def record_sample(benchmark: str, params: Sequence[Any], done: int, repeat: int, backend: Backend) -> None:
+    """After sample ``done`` of ``repeat``: the GPU's state after the first and after the last (asv stops a
+    slow benchmark's round early; the first is then what is left)."""
+    if done in (1, repeat):
+        record(benchmark, params, "after last sample" if done == repeat else "after first sample", backend)
+
+
 def summarise(path: Path) -> list[str]:
     """Per finding, how many benchmark processes of a clocks file ended with it (their state after the
     last sample against the one before the first): what a run's closing lines say about its clocks."""

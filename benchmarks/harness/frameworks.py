@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from types import ModuleType
 
 from benchmarks.harness import settings
@@ -148,3 +149,10 @@ def framework_version(name: str) -> str:
     if name == "mlx":
         return "absent" if mlx_import_error() else str(mx.__version__)
     return "absent" if torch is None else str(torch.__version__)
+
+
+def fork_is_safe() -> bool:
+    """No device state that a forked child could not use: CUDA not initialised by torch, MLX not
+    imported (MLX's CUDA build initialises CUDA when imported)."""
+    cuda_ready = torch is not None and torch.cuda.is_initialized()
+    return hasattr(os, "fork") and not cuda_ready and "mlx.core" not in sys.modules

@@ -23,6 +23,7 @@ command), the group is measured here.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -35,10 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import clocks, probes
-from benchmarks.harness.jobs import fork_is_safe
+from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile
-from benchmarks.harness.run import TF32, OpRun
+from benchmarks.harness.run import TF32, prepare_recorded
 
 # One parameter set that takes longer than this (compiling, probing and sampling) is stopped and failed
 # as a hang: asv's own limit for a benchmark process was the same.
@@ -67,27 +68,21 @@ def group_members(cases: Sequence[str], dtypes: Sequence[str], backend: str, dty
 def measure_one(spec: OpSpec, params: Params, profile: Profile) -> dict[str, Any]:
     """One parameter set, as a process of its own would measure it: the probes' figures and errors, the
     samples; or ``{"skip": reason}``; or ``{"error": text}``."""
-    case, dtype, backend = params
-    started = time.perf_counter()
     try:
-        run = OpRun.prepare(spec, case, dtype, backend, profile)
+        run = prepare_recorded(spec, *params, profile)
     except NotImplementedError as exc:
         return {"skip": str(exc)}
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     try:
-        prepare_s = round(time.perf_counter() - started, 3)
-        clocks.record(spec.name, params, "before", run.backend, {"prepare_s": prepare_s})
-        found = probes.measure(run)  # a probe that fails is noted there, for its own metric
-        clocks.record(spec.name, params, "after probes", run.backend)
+        # a probe that fails is noted there, for its own metric
+        found = probes.measure_recorded((spec.name, *params, profile.name), run)
         try:
             samples = []
-            for index in range(profile.repeat):
+            for _ in range(profile.repeat):
                 run.timed.warm_up()
                 samples.append(run.timed.sample())
-                if index in (0, profile.repeat - 1):
-                    phase = "after last sample" if index == profile.repeat - 1 else "after first sample"
-                    clocks.record(spec.name, params, phase, run.backend)
+                clocks.record_sample(spec.name, params, len(samples), profile.repeat, run.backend)
             found["samples"] = samples
         except Exception as exc:  # the probes' figures stand; the timing fails alone
             found[TIMING_ERROR] = f"{type(exc).__name__}: {exc}"
@@ -219,19 +214,27 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
 
 
 class Replay:
-    """The samples a grouped run measured for one parameter set, handed to asv's clock one per sample, by
-    one process only: a set is measured once, so asv's rounds, ``number`` and ``warmup_time`` must stay
-    as the class sets them (one round, one call a sample, no warm-up), or a sample would be given twice."""
+    """The figures a grouped run measured for its parameter sets, read once per process, and their samples
+    handed to asv's clock one per sample, by one process only: a set is measured once, so asv's rounds,
+    ``number`` and ``warmup_time`` must stay as the class sets them (one round, one call a sample, no
+    warm-up), or a sample would be given twice."""
 
     def __init__(self) -> None:
+        self._figures: dict[Path, dict[str, Any]] = {}
         self._given: dict[Path, int] = {}
 
-    def next_sample(self, found: dict[str, Any], path: Path) -> float:
+    def figures(self, path: Path) -> dict[str, Any]:
+        """The set's figures (asv re-runs the setup that asks for them before every sample)."""
+        if path not in self._figures:
+            self._figures[path] = json.loads(path.read_text())
+        return self._figures[path]
+
+    def next_sample(self, found: dict[str, Any], path: Path, key: Sequence[str]) -> float:
         if TIMING_ERROR in found:
             raise RuntimeError(found[TIMING_ERROR])
         samples = found.get("samples")
         if not samples:
-            raise RuntimeError(f"no samples were measured for {found.get('params', path.name)}")
+            raise RuntimeError(f"no samples were measured for {list(key)}")
         index = self._given.get(path, 0)
         if index == 0:
             try:  # the first process to hand them on marks them

@@ -38,6 +38,7 @@ from typing import Any
 from benchmarks.harness import clocks
 from benchmarks.harness.backends import is_out_of_memory
 from benchmarks.harness.facts import noting_skips
+from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.profiles import active_profile
 from benchmarks.harness.timing import TimedCall
 
@@ -235,15 +236,6 @@ def measure_in_fork(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
     if text:
         return json.loads(text)
     return {"error": f"the measuring process ended without a result (wait status {status})"}
-
-
-def fork_is_safe() -> bool:
-    """No device state that a forked child could not use: CUDA not initialised by torch, MLX not
-    imported (MLX's CUDA build initialises CUDA when imported)."""
-    from benchmarks.harness.frameworks import torch
-
-    cuda_ready = torch is not None and torch.cuda.is_initialized()
-    return hasattr(os, "fork") and not cuda_ready and "mlx.core" not in sys.modules
 
 
 def measure_all(spec: JobSpec) -> dict[str, Any]:

@@ -55,6 +55,13 @@ def measure(run: OpRun) -> dict[str, Any]:
     return out
 
 
+def measure_recorded(key: tuple[str, ...], run: OpRun) -> dict[str, Any]:
+    """``measure``, then the GPU's state after it."""
+    found = measure(run)
+    clocks.record(key[0], key[1:4], "after probes", getattr(run, "backend", None))
+    return found
+
+
 def load(scratch: str, key: tuple[str, ...], prepare: Callable[[], OpRun]) -> dict[str, Any]:
     """The probes of ``key`` (op, case, dtype, backend, profile) in this run: read from the scratch folder,
     or measured now and written there.  A combination that cannot run here (``prepare`` raises
@@ -65,9 +72,7 @@ def load(scratch: str, key: tuple[str, ...], prepare: Callable[[], OpRun]) -> di
         found = json.loads(path.read_text())
     else:
         try:
-            run = prepare()
-            found = measure(run)
-            clocks.record(key[0], key[1:4], "after probes", getattr(run, "backend", None))
+            found = measure_recorded(key, prepare())
         except NotImplementedError as exc:
             found = {"skip": str(exc)}
         store(path, found)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness import clocks, parity
 from benchmarks.harness import inputs as op_inputs
-from benchmarks.harness import parity
 from benchmarks.harness.backends import Backend, get_backend, is_out_of_memory, require_backend
 from benchmarks.harness.opspec import Case, OpSpec
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
@@ -190,3 +190,12 @@ class OpRun:
         self._timed = None
         self.backend.forget_compiled()
         gc.collect(2 if full_collect else 1)
+
+
+def prepare_recorded(spec: OpSpec, case: str, dtype: str, backend: str, profile: Profile) -> OpRun:
+    """``OpRun.prepare``, with the GPU's state and the seconds it took recorded beside the run."""
+    started = time.perf_counter()
+    run = OpRun.prepare(spec, case, dtype, backend, profile)
+    prepare_s = round(time.perf_counter() - started, 3)
+    clocks.record(spec.name, (case, dtype, backend), "before", run.backend, {"prepare_s": prepare_s})
+    return run

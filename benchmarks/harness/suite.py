@@ -4,8 +4,6 @@ timed method and the ``track_`` metrics.  The classes stay declarative: ``Softma
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 from benchmarks.harness import clocks, groups, probes
@@ -13,7 +11,7 @@ from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile, active_profile
-from benchmarks.harness.run import TF32, OpRun
+from benchmarks.harness.run import TF32, OpRun, prepare_recorded
 from benchmarks.harness.timing import MEASUREMENT_VERSION, TimedCall, arm_replay, per_call_clock, replay_clock
 
 PARAM_NAMES = ["case", "dtype", "backend"]
@@ -30,11 +28,7 @@ def prepared_run(spec: OpSpec, case: str, dtype: str, backend: str, profile: Pro
     run = _prepared.get(key)
     if run is None:
         release_prepared()
-        started = time.perf_counter()
-        run = OpRun.prepare(spec, case, dtype, backend, profile)
-        _prepared[key] = run
-        prepare_s = round(time.perf_counter() - started, 3)
-        clocks.record(spec.name, (case, dtype, backend), "before", run.backend, {"prepare_s": prepare_s})
+        run = _prepared[key] = prepare_recorded(spec, case, dtype, backend, profile)
     return run
 
 
@@ -67,7 +61,7 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
         if not path.exists():
             members = groups.group_members(cases, dtypes, backend, dtype)
             groups.measure_group(groups.Group(scratch, spec, profile), members)
-        return probes.raise_unmeasured(json.loads(path.read_text()))
+        return probes.raise_unmeasured(replay.figures(path))
 
     def before_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before every sample of ``time_forward``.  In a grouped run: arm asv's clock with the next
@@ -80,7 +74,7 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
             key = (spec.name, case, dtype, backend, profile.name)
             if profile.grouped:
                 found = group_figures(scratch, case, dtype, backend)
-                arm_replay(replay.next_sample(found, probes.probe_file(scratch, key)))
+                arm_replay(replay.next_sample(found, probes.probe_file(scratch, key), key))
                 return
             run = prepared_run(spec, case, dtype, backend, profile)
             if run._timed is None:  # before this process's first sample
@@ -88,16 +82,13 @@ def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:
             run.timed.warm_up()
 
     def after_sample(scratch: str, case: str, dtype: str, backend: str) -> None:
-        """After every sample of ``time_forward``: the GPU's state after the round's first sample and
-        after its last (asv stops a slow benchmark's round early; the first is then what is left)."""
+        """After every sample of ``time_forward``: the GPU's state (a grouped run's measuring process
+        records its own)."""
         # asv runs teardown after a skipped setup too: nothing prepared, nothing to read
         run = _prepared.get((spec.name, case, dtype, backend, profile.name))
-        if run is None:
-            return
-        done = run.timed.batches
-        if done in (1, profile.repeat):
-            phase = "after last sample" if done == profile.repeat else "after first sample"
-            clocks.record(spec.name, (case, dtype, backend), phase, run.backend)
+        if run is not None:
+            done = run.timed.batches
+            clocks.record_sample(spec.name, (case, dtype, backend), done, profile.repeat, run.backend)
 
     def load_probes(scratch: str, case: str, dtype: str, backend: str) -> None:
         """Before a ``track_`` method: this run's probes of the combination, measured by the first."""
