@@ -24,7 +24,7 @@ def test_made_once_then_read_back_equal(tmp_path, monkeypatch):
     first = inputs.cached("Op", "64x33", "bfloat16", 7, maker, maker)
     second = inputs.cached("Op", "64x33", "bfloat16", 7, maker, maker)
     assert len(calls) == 1, "the second process must read the stored inputs, not draw them again"
-    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert len(list(tmp_path.glob("*.npy"))) == 1
     for a, b in zip(first, second, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     # stored narrow, and exactly the rounded draw the suite made before the cache existed
@@ -49,10 +49,31 @@ def test_damaged_file_is_made_again(tmp_path, monkeypatch):
     calls: list[int] = []
     maker = _counting_maker(calls)
     inputs.cached("Op", "c", "float32", 3, maker, maker)
-    (stored,) = tmp_path.glob("*.npz")
-    stored.write_bytes(b"not a zip")
+    (stored,) = tmp_path.glob("*.npy")
+    stored.write_bytes(b"not arrays")
     again = inputs.cached("Op", "c", "float32", 3, maker, maker)
     assert len(calls) == 2 and again[0].shape == (64, 33)
+
+
+def test_cut_short_files_are_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    made = inputs.cached("Op", "c", "float32", 3, maker, maker)
+    path = inputs.inputs_path("Op", "c", "float32", 3, maker)
+    assert path is not None
+    path.write_bytes(path.read_bytes()[:-9])  # the second array's data cut short
+    again = inputs.cached("Op", "c", "float32", 3, maker, maker)
+    assert len(calls) == 2 and all(np.array_equal(a, b) for a, b in zip(made, again, strict=True))
+
+    def reference(a: np.ndarray) -> np.ndarray:
+        return a * 2.0
+
+    first = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
+    (stored,) = tmp_path.glob("*-reference-*")
+    stored.write_bytes(stored.read_bytes()[:-8])
+    second = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
+    assert np.array_equal(first, second)
 
 
 def test_off_keeps_nothing(tmp_path, monkeypatch):
@@ -62,7 +83,7 @@ def test_off_keeps_nothing(tmp_path, monkeypatch):
     maker = _counting_maker(calls)
     inputs.cached("Op", "c", "float32", 3, maker, maker)
     inputs.cached("Op", "c", "float32", 3, maker, maker)
-    assert len(calls) == 2 and not list(tmp_path.rglob("*.npz"))
+    assert len(calls) == 2 and not list(tmp_path.rglob("*.npy"))
 
 
 def test_a_file_named_as_the_folder_is_a_setting_error(tmp_path):
@@ -87,6 +108,7 @@ def test_the_float64_reference_is_computed_once_per_inputs_and_reference(tmp_pat
     first = inputs.cached_reference(path, reference, lambda: reference(arrays[0].astype(np.float64)))
     second = inputs.cached_reference(path, reference, lambda: reference(arrays[0].astype(np.float64)))
     assert len(computed) == 1 and first.dtype == np.float64 and np.array_equal(first, second)
+    assert isinstance(second, np.memmap), "a stored reference is mapped from its file, not copied"
 
     def other_reference(a: np.ndarray) -> np.ndarray:
         return np.tanh(a) + 1.0
@@ -95,6 +117,10 @@ def test_the_float64_reference_is_computed_once_per_inputs_and_reference(tmp_pat
     as64 = arrays[0].astype(np.float64)
     third = inputs.cached_reference(path, other_reference, lambda: other_reference(as64))
     assert np.allclose(third, first + 1.0)
+    # a scalar output (a mean loss) comes back as the scalar it was, not as a one-element vector
+    scalar = inputs.cached_reference(path, np.mean, lambda: np.asarray(np.mean(as64)))
+    again = inputs.cached_reference(path, np.mean, lambda: np.asarray(np.mean(as64)))
+    assert isinstance(again, np.memmap) and np.shape(scalar) == np.shape(again) == ()
     # the cache off (no inputs file): computed every time
     inputs.cached_reference(None, reference, lambda: reference(arrays[0].astype(np.float64)))
     assert len(computed) == 2
