@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import inspect
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,12 @@ Arrays = tuple[np.ndarray, ...]
 # 0.64-1.00 s here when the reference was read back from a zip (``np.savez``) and 0.23 s mapped; the
 # suite's largest reference is 8.2 GB (MatMul 1e6x64 @ 64x1024), compared once per backend and dtype.
 SUFFIX = ".npy"
+
+# The cache removes its least recently used files (by modification time, which every read renews) to
+# stay within MTB_INPUT_CACHE_GB and to leave this fraction of its disk free.  The full profile's inputs
+# and references add up to tens of GB, the largest op's (SDPA) to about 20 GB; before this bound, a
+# full run filled a lent GPU host's disk and the runs after it failed.
+FREE_FRACTION = 0.10
 
 
 def _source(fn: Callable[..., object]) -> str:
@@ -75,6 +82,7 @@ def _read(path: Path) -> Arrays | None:
         with path.open("rb") as handle:
             while handle.tell() < size:
                 arrays.append(np.load(handle, allow_pickle=False))
+        touch(path)
         return tuple(arrays) or None
     except (OSError, ValueError, EOFError):  # a damaged file is made again
         return None
@@ -86,9 +94,11 @@ def _read_mapped(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
+    touch(path)
+    return mapped
 
 
 def _store(path: Path, arrays: Arrays) -> None:
@@ -96,19 +106,56 @@ def _store(path: Path, arrays: Arrays) -> None:
         for array in arrays:
             np.save(handle, array, allow_pickle=False)
 
-    store_atomically(path, write)
+    store_atomically(path, write, sum(a.nbytes for a in arrays))
 
 
-def store_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    """``write(handle)`` into a file moved to ``path`` when complete: a reader never sees half a file.
-    A read-only or full disk costs the cache, not the run."""
+def touch(path: Path) -> None:
+    """Mark a cached file as just used (the cache removes the least recently used first)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def make_room(folder: Path, incoming: int) -> bool:
+    """Remove the least recently used files of the cache ``folder`` until ``incoming`` more bytes keep
+    it within MTB_INPUT_CACHE_GB and leave ``FREE_FRACTION`` of its disk free; False if even an empty
+    cache would not."""
+    limit = settings.read("MTB_INPUT_CACHE_GB") * 1e9
+    try:
+        disk = shutil.disk_usage(folder)
+        files = []
+        for entry in os.scandir(folder):
+            if entry.is_file() and not entry.name.endswith(".partial"):  # another process's write
+                info = entry.stat()
+                files.append((info.st_mtime, info.st_size, Path(entry.path)))
+    except OSError:
+        return False
+    held, free, keep_free = sum(f[1] for f in files), disk.free, disk.total * FREE_FRACTION
+
+    def fits() -> bool:
+        return held + incoming <= limit and free - incoming >= keep_free
+
+    for _, size, path in sorted(files):
+        if fits():
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            held, free = held - size, free + size
+    return fits()
+
+
+def store_atomically(path: Path, write: Callable[[Any], None], size: int) -> None:
+    """``write(handle)`` (about ``size`` bytes) into a file moved to ``path`` when complete: a reader
+    never sees half a file.  Room is made first (``make_room``); a file that does not fit, or a disk that
+    is read-only or full, costs the cache, not the run."""
     handle = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not make_room(path.parent, size):
+            return
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
             write(handle)
         os.replace(handle.name, path)
-    except OSError:
+    except (OSError, RuntimeError):  # torch.save reports a failed write as a RuntimeError
         if handle is not None:
             with contextlib.suppress(OSError):
                 os.unlink(handle.name)

@@ -113,6 +113,19 @@ def _folder(name: str) -> Callable[[str], Path]:
     return parse
 
 
+def _positive_number(name: str, what: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise SettingError(f"{name}={raw!r} must be a number of {what} above 0; e.g. {name}=24")
+        return value
+
+    return parse
+
+
 def _machine_name(name: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip()
@@ -177,6 +190,12 @@ def _declare() -> dict[str, Setting]:
             _cache_folder("MTB_INPUT_CACHE"),
         ),
         Setting(
+            "MTB_INPUT_CACHE_GB", "24",
+            "most the input cache holds, in GB: the least recently used files go first (and 10% of its "
+            "disk is kept free)",
+            _positive_number("MTB_INPUT_CACHE_GB", "gigabytes"),
+        ),
+        Setting(
             "MTB_SOURCE_CACHE", str(Path.home() / ".cache" / "mlx-torch-bench" / "source"),
             "source mode: folder of the wheels built per commit, their build records and the compiler "
             "cache (tools/source_build.py)",
@@ -219,7 +238,8 @@ def read(name: str, env: Mapping[str, str] | None = None) -> Any:
 
 # what the suite itself reads: checked when it is imported (asv's discovery and every benchmark process)
 SUITE_SETTINGS = (
-    "MTB_PROFILE", "MTB_BACKENDS", "MTB_THREADS", "MTB_FLOAT32_MATMUL", "MTB_INPUT_CACHE", "MTB_MACHINE",
+    "MTB_PROFILE", "MTB_BACKENDS", "MTB_THREADS", "MTB_FLOAT32_MATMUL", "MTB_INPUT_CACHE",
+    "MTB_INPUT_CACHE_GB", "MTB_MACHINE",
 )  # fmt: skip
 
 

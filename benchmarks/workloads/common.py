@@ -17,7 +17,7 @@ import numpy as np
 from benchmarks.harness import settings
 from benchmarks.harness.backends import Backend, require_backend
 from benchmarks.harness.frameworks import mx, torch
-from benchmarks.harness.inputs import store_atomically
+from benchmarks.harness.inputs import store_atomically, touch
 
 Job = TypeVar("Job")
 GIB = 1024**3
@@ -125,6 +125,7 @@ def seeded_model(cls: type, config: Any, seed: int) -> Any:
             # transformers ties embeddings inside the ``init_weights`` that the context skipped
             model.tie_weights()
             model.load_state_dict(state, strict=True)
+            touch(path)
             return model.eval()
         except (OSError, RuntimeError, ValueError):  # a damaged or foreign file: drawn and kept again
             pass
@@ -132,7 +133,8 @@ def seeded_model(cls: type, config: Any, seed: int) -> Any:
     model = cls(config).eval()
     if path is not None:
         state = dict(model.state_dict())
-        store_atomically(path, lambda handle: torch.save(state, handle))
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        store_atomically(path, lambda handle: torch.save(state, handle), size)
     return model
 
 

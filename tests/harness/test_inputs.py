@@ -124,3 +124,64 @@ def test_the_float64_reference_is_computed_once_per_inputs_and_reference(tmp_pat
     # the cache off (no inputs file): computed every time
     inputs.cached_reference(None, reference, lambda: reference(arrays[0].astype(np.float64)))
     assert len(computed) == 2
+
+
+def _aged(path, seconds_ago: float) -> None:
+    import os
+    import time
+
+    stamp = time.time() - seconds_ago
+    os.utime(path, (stamp, stamp))
+
+
+def test_the_least_recently_used_files_make_room_within_the_size_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    for name, age in (("oldest", 300), ("older", 200), ("used", 100)):
+        inputs.cached("Op", name, "float32", 1, maker, maker)
+        _aged(inputs.inputs_path("Op", name, "float32", 1, maker), age)
+    used = inputs.inputs_path("Op", "used", "float32", 1, maker)
+    oldest = inputs.inputs_path("Op", "oldest", "float32", 1, maker)
+    _aged(oldest, 50)
+    inputs.cached("Op", "oldest", "float32", 1, maker, maker)  # a read renews it: now the newest
+    one_file = used.stat().st_size
+    # room for three files: storing a fourth removes the least recently used one ("older") only
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(3.5 * one_file / 1e9))
+    inputs.cached("Op", "new", "float32", 1, maker, maker)
+    kept = {p.name for p in tmp_path.glob("*.npy")}
+    assert inputs.inputs_path("Op", "older", "float32", 1, maker).name not in kept
+    assert {used.name, oldest.name, inputs.inputs_path("Op", "new", "float32", 1, maker).name} <= kept
+    assert len(kept) == 3
+
+
+def test_a_file_that_cannot_fit_is_not_kept_but_the_run_gets_its_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", "0.000001")  # 1000 bytes: less than one file
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    made = inputs.cached("Op", "c", "float32", 1, maker, maker)
+    assert made[0].shape == (64, 33) and not list(tmp_path.iterdir())
+
+
+def test_the_disk_keeps_a_tenth_free(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    inputs.cached("Op", "first", "float32", 1, maker, maker)
+    first = inputs.inputs_path("Op", "first", "float32", 1, maker)
+    size = first.stat().st_size
+    usage = namedtuple("usage", "total used free")
+    # a disk of 100 files' size with 10.5 files' room: a second file would leave under a tenth free
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100 * size, 89.5 * size, 10.5 * size))
+    inputs.cached("Op", "second", "float32", 1, maker, maker)
+    names = {p.name for p in tmp_path.glob("*.npy")}
+    assert first.name not in names and inputs.inputs_path("Op", "second", "float32", 1, maker).name in names
+
+
+def test_the_size_limit_is_a_checked_setting():
+    assert settings.read("MTB_INPUT_CACHE_GB", {"MTB_INPUT_CACHE_GB": "2.5"}) == 2.5
+    for bad in ("0", "-1", "lots", "inf"):
+        with pytest.raises(settings.SettingError, match=r"MTB_INPUT_CACHE_GB=.*number of gigabytes above 0"):
+            settings.read("MTB_INPUT_CACHE_GB", {"MTB_INPUT_CACHE_GB": bad})
