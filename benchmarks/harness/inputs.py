@@ -38,8 +38,9 @@ SUFFIX = ".npy"
 
 # The cache removes its least recently used files (by modification time, which every read renews) to
 # stay within MTB_INPUT_CACHE_GB and to leave this fraction of its disk free.  The full profile's inputs
-# and references add up to tens of GB, the largest op's (SDPA) to about 20 GB; before this bound, a
-# full run filled a lent GPU host's disk and the runs after it failed.
+# and references add up to about 74 GB (from the ops' byte counts), the largest op's (SDPA, read by its
+# four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU host's 64 GB of free
+# disk, and the runs after it failed.
 FREE_FRACTION = 0.10
 
 
