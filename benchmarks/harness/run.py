@@ -99,7 +99,13 @@ class OpRun:
         if seed is None:  # the suite's inputs: the same in every process, so made once and kept
             stable = stable_seed(spec.name, case.label)
             described = f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
-            inputs = op_inputs.cached(spec.name, described, storage, stable, maker, spec.make_inputs)
+            siblings = tuple(
+                storage_dtype(d)
+                for d in ("float32", *(profile.low_precision_dtypes if spec.low_precision else ()))
+            )
+            inputs = op_inputs.cached(
+                spec.name, described, storage, stable, maker, spec.make_inputs, siblings
+            )
             inputs_file = op_inputs.inputs_path(spec.name, described, storage, stable, spec.make_inputs)
         else:  # a test's fresh draw: used once
             inputs = op_inputs.make(seed, maker, storage)

@@ -185,3 +185,17 @@ def test_the_size_limit_is_a_checked_setting():
     for bad in ("0", "-1", "lots", "inf"):
         with pytest.raises(settings.SettingError, match=r"MTB_INPUT_CACHE_GB=.*number of gigabytes above 0"):
             settings.read("MTB_INPUT_CACHE_GB", {"MTB_INPUT_CACHE_GB": bad})
+
+
+def test_one_draw_makes_every_dtype_of_the_case(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    first = inputs.cached("Op", "c", "float16", 5, maker, maker, also=("float32", "float16", "bfloat16"))
+    later = inputs.cached("Op", "c", "bfloat16", 5, maker, maker, also=("float32", "float16", "bfloat16"))
+    plain = inputs.cached("Op", "c", "float32", 5, maker, maker)
+    assert len(calls) == 1, "the other dtypes must be rounded from the first draw, not drawn again"
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    for dtype, got in (("float16", first), ("bfloat16", later), ("float32", plain)):
+        fresh = inputs.make(5, _counting_maker([]), dtype)  # what a draw of its own gives
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, fresh, strict=True))

@@ -14,6 +14,18 @@ def test_bfloat16_rounding_matches_torch():
     assert np.array_equal(ours, theirs)
 
 
+def test_bfloat16_rounding_matches_torch_over_the_whole_float32_range():
+    bits = np.random.default_rng(4).integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    values = np.concatenate([values[np.isfinite(values)], np.float32([np.inf, -np.inf, 0.0, -0.0])])
+    # ties at the rounding point: halfway between two bfloat16 values, to even
+    ties = (np.arange(1, 2000, dtype=np.uint32) << 16 | 0x8000).view(np.float32)
+    values = np.concatenate([values, ties, -ties])
+    ours = parity.quantize(values.astype(np.float64), "bfloat16")
+    theirs = torch.from_numpy(values).to(torch.bfloat16).double().numpy()
+    assert np.array_equal(ours, theirs)
+
+
 def test_float16_rounding_matches_numpy():
     data = np.random.default_rng(2).standard_normal(1000)
     assert np.array_equal(parity.quantize(data, "float16"), data.astype(np.float16).astype(np.float64))
