@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gpu.add_argument("--bundle", type=Path, help="the folder `mtb bundle` made (omit if MLX is installed)")
     gpu.add_argument(
-        "--site", type=Path, default=Path.home() / ".cache" / "mlx-torch-bench" / "site",
+        "--site", type=Path, default=BUNDLE_SITE,
         help="where the bundle's packages are installed",
     )  # fmt: skip
     gpu.add_argument("--machine", help="asv machine name (default: cuda-<device name>)")
@@ -730,6 +730,28 @@ def _device_slug(name: str) -> str:
     return f"cuda-{words or 'gpu'}"
 
 
+BUNDLE_SITE = Path.home() / ".cache" / "mlx-torch-bench" / "site"
+
+
+def use_bundle_site(site_dir: Path = BUNDLE_SITE) -> None:
+    """Make the packages ``mtb gpu`` installed from a bundle (MLX's CUDA build, asv) importable here and
+    in every process started from here; nothing changes where no bundle was installed.  Raises
+    ``bundle.BundleError`` when MLX's CUDA libraries cannot be linked."""
+    if site_dir.is_dir():
+        bundle.link_cuda_libraries(site_dir)
+        if str(site_dir) not in sys.path:
+            sys.path.insert(0, str(site_dir))
+        importlib.invalidate_caches()
+    path = os.pathsep.join(str(p) for p in (site_dir, ROOT) if p.is_dir())
+    # asv gives benchmark processes ASV_PYTHONPATH, not PYTHONPATH
+    os.environ.update(PYTHONPATH=path, ASV_PYTHONPATH=path)
+    # A CUDA image may forbid bytecode files (PYTHONDONTWRITEBYTECODE): every process then compiles
+    # torch's Python source again (7-10 s to import torch and the suite on the H200 tried).  The
+    # bytecode goes to a folder of ours instead, so the host's site-packages stay as they are.
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(site_dir.parent / "pycache"))
+
+
 def gpu_job(args: argparse.Namespace) -> int:
     """Install (when given a bundle), check, then the suite through asv in this Python."""
     check_profile(args.profile)
@@ -739,18 +761,7 @@ def gpu_job(args: argparse.Namespace) -> int:
     try:
         if args.bundle is not None:
             bundle.install(args.bundle, site_dir, timeline, _log)
-        if site_dir.is_dir():
-            bundle.link_cuda_libraries(site_dir)
-            sys.path.insert(0, str(site_dir))  # asv, installed just now, for this process too
-            importlib.invalidate_caches()
-        path = os.pathsep.join(str(p) for p in (site_dir, ROOT) if p.is_dir())
-        # asv gives benchmark processes ASV_PYTHONPATH, not PYTHONPATH
-        os.environ.update(PYTHONPATH=path, ASV_PYTHONPATH=path)
-        # A CUDA image may forbid bytecode files (PYTHONDONTWRITEBYTECODE): every process then compiles
-        # torch's Python source again (7-10 s to import torch and the suite on the H200 tried).  The
-        # bytecode goes to a folder of ours instead, so the host's site-packages stay as they are.
-        if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
-            os.environ.setdefault("PYTHONPYCACHEPREFIX", str(site_dir.parent / "pycache"))
+        use_bundle_site(site_dir)
         found = bundle.probe(dict(os.environ))
         bundle.check_frameworks(found, site_dir)
     except bundle.BundleError as exc:
@@ -1213,6 +1224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     check_settings()
+    if args.command in ("fidelity", "job", "probe") and BUNDLE_SITE.is_dir():
+        # on a host where `mtb gpu` installed a bundle, these run the suite with what it installed
+        try:
+            use_bundle_site(BUNDLE_SITE)
+        except bundle.BundleError as exc:
+            raise SystemExit(f"mtb {args.command}: {exc}") from None
     if args.command in ("main", "timeline") and shutil.which("git") is None:
         raise SystemExit("mtb: asv and the timelines need git on PATH")
     if args.command == "main":

@@ -152,3 +152,52 @@ def test_a_failed_download_keeps_the_previous_bundle(tmp_path):
         bundle.make(tmp_path, "3.12", None, None, download=failing)
     assert bundle.Manifest.read(tmp_path) == made
     assert bundle.sha256_of(bundle.joined(tmp_path, made, tmp_path / "..")) == made.archive_sha256
+
+
+@pytest.fixture
+def host_environment(monkeypatch):
+    """Restores what ``use_bundle_site`` changes in this process."""
+    for name in ("PYTHONPATH", "ASV_PYTHONPATH", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(mtb, "probe_backends", lambda: {"mlx-gpu": None})
+    return monkeypatch
+
+
+def test_commands_on_a_gpu_host_run_with_the_installed_bundle(tmp_path, host_environment, capsys):
+    """After `mtb gpu` installed a bundle, `mtb fidelity`, `mtb job` and `mtb probe` import what it
+    installed, in their own process and in every process they start."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir()
+    linked: list = []
+    host_environment.setattr(mtb.bundle, "link_cuda_libraries", linked.append)
+    host_environment.setattr(mtb, "BUNDLE_SITE", site)
+    host_environment.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    mtb.main(["probe"])
+    assert "mlx-gpu" in capsys.readouterr().out
+    assert linked == [site] and sys.path[0] == str(site)
+    for name in ("PYTHONPATH", "ASV_PYTHONPATH"):
+        assert os.environ[name].split(os.pathsep) == [str(site), str(mtb.ROOT)]
+    assert "PYTHONDONTWRITEBYTECODE" not in os.environ
+    assert os.environ["PYTHONPYCACHEPREFIX"] == str(tmp_path / "pycache")
+
+
+def test_without_an_installed_bundle_nothing_is_linked(tmp_path, host_environment):
+    linked: list = []
+    host_environment.setattr(mtb.bundle, "link_cuda_libraries", linked.append)
+    host_environment.setattr(mtb, "BUNDLE_SITE", tmp_path / "never-installed")
+    mtb.main(["probe"])
+    assert linked == [] and str(tmp_path / "never-installed") not in sys.path
+
+
+def test_a_bundle_whose_cuda_libraries_cannot_be_linked_stops_with_one_line(tmp_path, host_environment):
+    def refuse(site):
+        raise bundle.BundleError("no nvidia/ folder of CUDA libraries beside torch: install its CUDA build")
+
+    (tmp_path / "site").mkdir()
+    host_environment.setattr(mtb.bundle, "link_cuda_libraries", refuse)
+    host_environment.setattr(mtb, "BUNDLE_SITE", tmp_path / "site")
+    with pytest.raises(SystemExit, match=r"^mtb fidelity: no nvidia/ folder"):
+        mtb.main(["fidelity", "--bench", "nothing"])
