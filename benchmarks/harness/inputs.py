@@ -20,6 +20,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,18 +31,21 @@ from benchmarks.harness import parity, settings
 
 Arrays = tuple[np.ndarray, ...]
 
-# Arrays are kept in NumPy's own format, saved one after another in one file, and read straight into
-# memory; a reference is mapped instead.  Comparing an output with a 100M-element float64 reference took
-# 0.64-1.00 s here when the reference was read back from a zip (``np.savez``) and 0.23 s mapped; the
-# suite's largest reference is 8.2 GB (MatMul 1e6x64 @ 64x1024), compared once per backend and dtype.
+# Arrays are kept in NumPy's own format, saved one after another in one file after a count of them, and
+# read straight into memory; a reference is one array, mapped instead.  Comparing an output with a
+# 100M-element float64 reference took 0.64-1.00 s here when the reference was read back from a zip
+# (``np.savez``) and 0.23 s mapped; the suite's largest reference is 8.2 GB (MatMul 1e6x64 @ 64x1024),
+# compared once per backend and dtype.
 SUFFIX = ".npy"
 
 # The cache removes its least recently used files (by modification time, which every read renews) to
-# stay within MTB_INPUT_CACHE_GB and to leave this fraction of its disk free.  The full profile's inputs
-# and references add up to about 74 GB (from the ops' byte counts), the largest op's (SDPA, read by its
-# four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU host's 64 GB of free
-# disk, and the runs after it failed.
-FREE_FRACTION = 0.10
+# stay within MTB_INPUT_CACHE_GB and to leave a fraction of its disk free (settings.py).  The full
+# profile's inputs and references add up to about 74 GB (from the ops' byte counts), the largest op's
+# (SDPA, read by its four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU
+# host's 64 GB of free disk, and the runs after it failed.
+FREE_FRACTION = settings.INPUT_CACHE_FREE_FRACTION
+# A temporary file no writer has touched for this long was left by a killed process.
+STALE_PARTIAL_SECONDS = 3600.0
 
 
 def _source(fn: Callable[..., object]) -> str:
@@ -76,20 +80,22 @@ def rounded(drawn: Arrays, dtype: str) -> Arrays:
 
 
 def _read(path: Path) -> Arrays | None:
-    """The arrays stored at ``path`` (``np.save`` one after another), read into memory; None if the file
-    is missing or damaged."""
+    """The arrays stored at ``path`` by ``_store``, read into memory; None if the file is missing or
+    damaged (it is then made again)."""
     if not path.exists():
         return None
     try:
-        size = path.stat().st_size
-        arrays = []
         with path.open("rb") as handle:
-            while handle.tell() < size:
-                arrays.append(np.load(handle, allow_pickle=False))
-        touch(path)
-        return tuple(arrays) or None
-    except (OSError, ValueError, EOFError):  # a damaged file is made again
+            count = np.load(handle, allow_pickle=False)
+            if count.shape != (1,) or count.dtype != np.int64 or count[0] < 1:
+                return None
+            arrays = tuple(np.load(handle, allow_pickle=False) for _ in range(int(count[0])))
+            if handle.read(1):
+                return None
+    except Exception:  # whatever a damaged header makes NumPy raise
         return None
+    touch(path)
+    return arrays
 
 
 def _read_mapped(path: Path) -> np.ndarray | None:
@@ -99,18 +105,26 @@ def _read_mapped(path: Path) -> np.ndarray | None:
         return None
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+    except Exception:
         return None
     touch(path)
     return mapped
 
 
 def _store(path: Path, arrays: Arrays) -> None:
+    """``arrays`` after their count, which tells a file cut short between two arrays from a whole one."""
+
     def write(handle: Any) -> None:
+        np.save(handle, np.array([len(arrays)], dtype=np.int64), allow_pickle=False)
         for array in arrays:
             np.save(handle, array, allow_pickle=False)
 
     store_atomically(path, write, sum(a.nbytes for a in arrays))
+
+
+def _store_one(path: Path, array: np.ndarray) -> None:
+    """One array as a plain ``.npy`` file, which ``_read_mapped`` maps."""
+    store_atomically(path, lambda handle: np.save(handle, array, allow_pickle=False), array.nbytes)
 
 
 def touch(path: Path) -> None:
@@ -119,50 +133,74 @@ def touch(path: Path) -> None:
         os.utime(path)
 
 
+def _is_cache_file(name: str) -> bool:
+    """The cache's own files, the only ones it ever removes (the folder may be one a user named)."""
+    return name.endswith((SUFFIX, ".npz", ".partial")) or (
+        name.startswith("weights-") and name.endswith(".pt")
+    )
+
+
 def make_room(folder: Path, incoming: int) -> bool:
     """Remove the least recently used files of the cache ``folder`` until ``incoming`` more bytes keep
-    it within MTB_INPUT_CACHE_GB and leave ``FREE_FRACTION`` of its disk free; False if even an empty
-    cache would not."""
+    it within MTB_INPUT_CACHE_GB and leave ``FREE_FRACTION`` of its disk free.  Nothing is removed when
+    even that would not make room (False)."""
     limit = settings.read("MTB_INPUT_CACHE_GB") * 1e9
     try:
         disk = shutil.disk_usage(folder)
-        files = []
-        for entry in os.scandir(folder):
-            if entry.is_file() and not entry.name.endswith(".partial"):  # another process's write
-                info = entry.stat()
-                files.append((info.st_mtime, info.st_size, Path(entry.path)))
+        entries = list(os.scandir(folder))
     except OSError:
         return False
-    held, free, keep_free = sum(f[1] for f in files), disk.free, disk.total * FREE_FRACTION
+    now = time.time()
+    held = 0
+    removable = []  # (last use, bytes, path)
+    for entry in entries:
+        try:
+            if not (_is_cache_file(entry.name) and entry.is_file()):
+                continue
+            info = entry.stat()
+        except OSError:  # removed by another process since the listing
+            continue
+        held += info.st_size
+        writing = entry.name.endswith(".partial") and now - info.st_mtime < STALE_PARTIAL_SECONDS
+        if not writing:
+            removable.append((info.st_mtime, info.st_size, Path(entry.path)))
+    # A removed file that another process still has open or mapped frees its blocks only when that
+    # process lets go, so ``free`` may run ahead of the disk here; the free fraction absorbs it.
+    free, keep_free = disk.free, disk.total * FREE_FRACTION
+    reclaimable = sum(size for _, size, _ in removable)
+    if held - reclaimable + incoming > limit or free + reclaimable - incoming < keep_free:
+        return False
 
-    def fits() -> bool:
-        return held + incoming <= limit and free - incoming >= keep_free
-
-    for _, size, path in sorted(files):
-        if fits():
+    for _, size, path in sorted(removable):
+        if held + incoming <= limit and free - incoming >= keep_free:
             break
         with contextlib.suppress(OSError):
             path.unlink()
             held, free = held - size, free + size
-    return fits()
+    return held + incoming <= limit and free - incoming >= keep_free
 
 
 def store_atomically(path: Path, write: Callable[[Any], None], size: int) -> None:
     """``write(handle)`` (about ``size`` bytes) into a file moved to ``path`` when complete: a reader
-    never sees half a file.  Room is made first (``make_room``); a file that does not fit, or a disk that
-    is read-only or full, costs the cache, not the run."""
-    handle = None
+    never sees half a file.  Room is made first (``make_room``).  A file that does not fit, a disk that
+    is read-only or full, or a writer that fails (torch.save raises RuntimeError) costs the cache, never
+    the run; the temporary file goes in every case."""
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not make_room(path.parent, size):
             return
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
+            temporary = handle.name
             write(handle)
-        os.replace(handle.name, path)
-    except (OSError, RuntimeError):  # torch.save reports a failed write as a RuntimeError
-        if handle is not None:
+        os.replace(temporary, path)
+        temporary = None
+    except Exception:
+        return
+    finally:
+        if temporary is not None:
             with contextlib.suppress(OSError):
-                os.unlink(handle.name)
+                os.unlink(temporary)
 
 
 def inputs_path(
@@ -220,5 +258,5 @@ def cached_reference(
         return stored
     out = compute()
     if isinstance(out, np.ndarray):
-        _store(path, (out,))
+        _store_one(path, out)
     return out

@@ -64,6 +64,11 @@ class Profile:
                 f"round, not {self.rounds}"
             )
 
+    def stored_dtypes(self, low_precision: bool) -> tuple[str, ...]:
+        """The dtypes an op's inputs are kept in: float32 (tf32's data too), and the profile's
+        low-precision dtypes where the op declares them."""
+        return ("float32", *(self.low_precision_dtypes if low_precision else ()))
+
     def planned_for(self, backend_names: list[str]) -> Profile:
         """The profile as a run of ``backend_names`` times: the accelerator plan when every backend is
         on a GPU (by name: nothing is touched before asv forks), else this one.  A mixed run keeps the

@@ -99,10 +99,7 @@ class OpRun:
         if seed is None:  # the suite's inputs: the same in every process, so made once and kept
             stable = stable_seed(spec.name, case.label)
             described = f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
-            siblings = tuple(
-                storage_dtype(d)
-                for d in ("float32", *(profile.low_precision_dtypes if spec.low_precision else ()))
-            )
+            siblings = profile.stored_dtypes(spec.low_precision)
             inputs = op_inputs.cached(
                 spec.name, described, storage, stable, maker, spec.make_inputs, siblings
             )

@@ -47,6 +47,10 @@ FLOAT32_MATMUL_CHOICES = ("ieee", "tf32")
 CHECKPOINT_MODELS = ("tinyllama", "phi-2", "whisper-tiny", "bert-tiny", "bert-base-cased", "bert-large-cased")
 
 
+# The input cache (MTB_INPUT_CACHE) leaves this fraction of its disk free, removing its own files.
+INPUT_CACHE_FREE_FRACTION = 0.10
+
+
 class SettingError(ValueError):
     """A setting with a value that cannot be used; the message is the one line to show."""
 
@@ -191,8 +195,8 @@ def _declare() -> dict[str, Setting]:
         ),
         Setting(
             "MTB_INPUT_CACHE_GB", "24",
-            "most the input cache holds, in GB: the least recently used files go first (and 10% of its "
-            "disk is kept free)",
+            f"most the input cache holds, in GB: the least recently used files go first (and "
+            f"{INPUT_CACHE_FREE_FRACTION:.0%} of its disk is kept free)",
             _positive_number("MTB_INPUT_CACHE_GB", "gigabytes"),
         ),
         Setting(

@@ -45,7 +45,8 @@ def op_dtypes(spec: OpSpec, profile: Profile | None = None) -> list[str]:
     backend list decides; a tf32 case on a backend off CUDA is skipped with the reason."""
     profile = profile or active_profile()
     tf32 = [TF32] if spec.bound == "compute" and "torch-cuda" in selected_backend_names() else []
-    return ["float32", *tf32, *(profile.low_precision_dtypes if spec.low_precision else ())]
+    first, *rest = profile.stored_dtypes(spec.low_precision)
+    return [first, *tf32, *rest]
 
 
 def op_benchmark(spec: OpSpec, profile: Profile | None = None) -> type:

@@ -142,7 +142,6 @@ def test_the_least_recently_used_files_make_room_within_the_size_limit(tmp_path,
         _aged(inputs.inputs_path("Op", name, "float32", 1, maker), age)
     used = inputs.inputs_path("Op", "used", "float32", 1, maker)
     oldest = inputs.inputs_path("Op", "oldest", "float32", 1, maker)
-    _aged(oldest, 50)
     inputs.cached("Op", "oldest", "float32", 1, maker, maker)  # a read renews it: now the newest
     one_file = used.stat().st_size
     # room for three files: storing a fourth removes the least recently used one ("older") only
@@ -199,3 +198,72 @@ def test_one_draw_makes_every_dtype_of_the_case(tmp_path, monkeypatch):
     for dtype, got in (("float16", first), ("bfloat16", later), ("float32", plain)):
         fresh = inputs.make(5, _counting_maker([]), dtype)  # what a draw of its own gives
         assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, fresh, strict=True))
+
+
+def test_a_store_that_cannot_fit_removes_nothing(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    for name in ("a", "b"):
+        inputs.cached("Op", name, "float32", 1, maker, maker)
+    size = inputs.inputs_path("Op", "a", "float32", 1, maker).stat().st_size
+    # a file larger than the whole limit
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(1.5 * size / 1e9))
+    assert not inputs.make_room(tmp_path, 2 * size) and len(list(tmp_path.glob("*.npy"))) == 2
+    monkeypatch.delenv("MTB_INPUT_CACHE_GB")
+    # a disk whose other contents leave under a tenth free even with the cache emptied
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100 * size, 95 * size, 5 * size))
+    assert not inputs.make_room(tmp_path, size) and len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_only_the_caches_own_files_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    inputs.cached("Op", "a", "float32", 1, maker, maker)
+    size = inputs.inputs_path("Op", "a", "float32", 1, maker).stat().st_size
+    mine = tmp_path / "notes.txt"
+    mine.write_bytes(b"x" * size)
+    stale, writing = tmp_path / "left-by-a-killed-process.partial", tmp_path / "being-written.partial"
+    stale.write_bytes(b"x" * size)
+    writing.write_bytes(b"x" * size)
+    for path in (mine, stale):
+        _aged(path, 2 * inputs.STALE_PARTIAL_SECONDS)
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(2.5 * size / 1e9))
+    assert inputs.make_room(tmp_path, size)
+    assert mine.exists() and writing.exists() and not stale.exists()
+
+
+def test_damaged_headers_and_files_cut_between_arrays_are_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    made = inputs.cached("Op", "c", "float32", 1, maker, maker)
+    path = inputs.inputs_path("Op", "c", "float32", 1, maker)
+    whole = path.read_bytes()
+    first_array_ends = whole.index(b"\x93NUMPY", whole.index(b"\x93NUMPY", 1) + 1)
+    damaged = [
+        whole[:first_array_ends],  # cut exactly after the first input: one array short
+        whole.replace(b"'shape': (1,)", b"'shape': (-1,)", 1),
+        whole.replace(b"'descr'", b"'de(cr'", 1),
+        whole.replace(b"'shape': (1,)", b"'shape': ((1,)", 1),  # NumPy raises tokenize's TokenError
+        whole + b"trailing",
+    ]
+    for data in damaged:
+        path.write_bytes(data)
+        again = inputs.cached("Op", "c", "float32", 1, maker, maker)
+        assert all(np.array_equal(a, b) for a, b in zip(made, again, strict=True))
+    assert len(calls) == 1 + len(damaged)
+
+
+def test_a_failing_writer_leaves_no_file_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+
+    def fail(handle) -> None:
+        handle.write(b"half")
+        raise ValueError("the writer broke")
+
+    inputs.store_atomically(tmp_path / "weights-X.pt", fail, 4)
+    assert not list(tmp_path.iterdir())
