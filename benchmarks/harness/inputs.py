@@ -37,6 +37,9 @@ Arrays = tuple[np.ndarray, ...]
 # (``np.savez``) and 0.23 s mapped; the suite's largest reference is 8.2 GB (MatMul 1e6x64 @ 64x1024),
 # compared once per backend and dtype.
 SUFFIX = ".npy"
+# Part of every file's key: a checkout that writes another layout never reads this one's files, nor
+# this one its (checkouts and tests of different versions share the cache folder).
+FILE_FORMAT = "count-then-arrays-1"
 
 # The cache removes its least recently used files (by modification time, which every read renews) to
 # stay within MTB_INPUT_CACHE_GB and to leave a fraction of its disk free (settings.py).  The full
@@ -57,7 +60,8 @@ def _source(fn: Callable[..., object]) -> str:
 
 def cache_key(op: str, case_label: str, dtype: str, seed: int, maker: Callable[..., object]) -> str:
     """``case_label`` should name the case completely: the suite passes its shapes and options too."""
-    text = "\n".join((op, case_label, dtype, str(seed), _source(maker), _source(parity.quantize)))
+    parts = (FILE_FORMAT, op, case_label, dtype, str(seed), _source(maker), _source(parity.quantize))
+    text = "\n".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

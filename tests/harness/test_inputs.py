@@ -44,6 +44,12 @@ def test_key_covers_dtype_seed_case_and_the_makers_source():
     assert inputs.cache_key("Op", "64x33", "float32", 1, normal_inputs) == base
 
 
+def test_key_covers_the_file_layout(monkeypatch):
+    base = inputs.cache_key("Op", "64x33", "float32", 1, normal_inputs)
+    monkeypatch.setattr(inputs, "FILE_FORMAT", "another-layout")
+    assert inputs.cache_key("Op", "64x33", "float32", 1, normal_inputs) != base
+
+
 def test_damaged_file_is_made_again(tmp_path, monkeypatch):
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     calls: list[int] = []
