@@ -61,27 +61,6 @@ def test_damaged_file_is_made_again(tmp_path, monkeypatch):
     assert len(calls) == 2 and again[0].shape == (64, 33)
 
 
-def test_cut_short_files_are_made_again(tmp_path, monkeypatch):
-    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
-    calls: list[int] = []
-    maker = _counting_maker(calls)
-    made = inputs.cached("Op", "c", "float32", 3, maker, maker)
-    path = inputs.inputs_path("Op", "c", "float32", 3, maker)
-    assert path is not None
-    path.write_bytes(path.read_bytes()[:-9])  # the second array's data cut short
-    again = inputs.cached("Op", "c", "float32", 3, maker, maker)
-    assert len(calls) == 2 and all(np.array_equal(a, b) for a, b in zip(made, again, strict=True))
-
-    def reference(a: np.ndarray) -> np.ndarray:
-        return a * 2.0
-
-    first = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
-    (stored,) = tmp_path.glob("*-reference-*")
-    stored.write_bytes(stored.read_bytes()[:-8])
-    second = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
-    assert np.array_equal(first, second)
-
-
 def test_off_keeps_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("MTB_INPUT_CACHE", "off")
     monkeypatch.chdir(tmp_path)
@@ -242,7 +221,7 @@ def test_only_the_caches_own_files_are_removed(tmp_path, monkeypatch):
     assert mine.exists() and writing.exists() and not stale.exists()
 
 
-def test_damaged_headers_and_files_cut_between_arrays_are_made_again(tmp_path, monkeypatch):
+def test_damaged_or_cut_short_files_are_made_again(tmp_path, monkeypatch):
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     calls: list[int] = []
     maker = _counting_maker(calls)
@@ -251,6 +230,7 @@ def test_damaged_headers_and_files_cut_between_arrays_are_made_again(tmp_path, m
     whole = path.read_bytes()
     first_array_ends = whole.index(b"\x93NUMPY", whole.index(b"\x93NUMPY", 1) + 1)
     damaged = [
+        whole[:-9],  # the last array's data cut short
         whole[:first_array_ends],  # cut exactly after the first input: one array short
         whole.replace(b"'shape': (1,)", b"'shape': (-1,)", 1),
         whole.replace(b"'descr'", b"'de(cr'", 1),
@@ -262,6 +242,15 @@ def test_damaged_headers_and_files_cut_between_arrays_are_made_again(tmp_path, m
         again = inputs.cached("Op", "c", "float32", 1, maker, maker)
         assert all(np.array_equal(a, b) for a, b in zip(made, again, strict=True))
     assert len(calls) == 1 + len(damaged)
+
+    def reference(a: np.ndarray) -> np.ndarray:
+        return a * 2.0
+
+    first = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
+    (stored,) = tmp_path.glob("*-reference-*")
+    stored.write_bytes(stored.read_bytes()[:-8])  # a reference cut short is computed again
+    second = inputs.cached_reference(path, reference, lambda: reference(made[0].astype(np.float64)))
+    assert np.array_equal(first, second)
 
 
 def test_a_failing_writer_leaves_no_file_and_the_run_goes_on(tmp_path, monkeypatch):
