@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import importlib
 import json
 import os
@@ -805,6 +806,7 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     )
     _log(f"backends {backends}")
     started = time.monotonic()
+    run_started = datetime.datetime.now(datetime.UTC)  # this run's clock readings: those from now on
     config = ROOT / EXISTING_CONFIG
     _asv(["machine", "--yes", "--machine", machine, "--config", EXISTING_CONFIG], env)
     conf = load_conf(str(config))
@@ -823,9 +825,9 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     from benchmarks.harness import clocks
 
     clock_file = ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.clocks.jsonl"
-    for line in clocks.summarise(clock_file):
+    for line in clocks.summarise(clock_file, since=run_started):
         _log(f"GPU clocks: {line}")
-    for line in clocks.where_time_went(clock_file):
+    for line in clocks.where_time_went(clock_file, since=run_started):
         _log(f"time spent: {line}")
     found_file = results_store.point_file(results_dir, point["commit"], machine)
     if found_file is not None:

@@ -168,14 +168,15 @@ def record_sample(benchmark: str, params: Sequence[Any], done: int, repeat: int,
         record(benchmark, params, "after last sample" if done == repeat else "after first sample", backend)
 
 
-def summarise(path: Path) -> list[str]:
+def summarise(path: Path, since: datetime.datetime | None = None) -> list[str]:
     """Per finding, how many benchmark processes of a clocks file ended with it (their state after the
-    last sample against the one before the first): what a run's closing lines say about its clocks."""
+    last sample against the one before the first): what a run's closing lines say about its clocks.
+    ``since``: only readings taken then or later (the file keeps every run's)."""
     from collections import Counter
 
     if not path.is_file():
         return []
-    rows = _rows(path)
+    rows = _rows(path, since)
     before: dict[tuple[str, ...], dict[str, Any]] = {}
     counts: Counter[str] = Counter()
     ended = 0
@@ -190,24 +191,34 @@ def summarise(path: Path) -> list[str]:
     return [f"{n} of {ended} benchmark processes: {kind}" for kind, n in counts.most_common()]
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def _rows(path: Path, since: datetime.datetime | None = None) -> list[dict[str, Any]]:
     rows = []
     for line in path.read_text().splitlines():
         with contextlib.suppress(ValueError):  # a line cut short by a killed process
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if since is None or ("at" in row and datetime.datetime.fromisoformat(row["at"]) >= since):
+                rows.append(row)
     return rows
 
 
-def where_time_went(path: Path) -> list[str]:
+# ops named in the closing line that lists where most of a run's time went
+SLOWEST_OPS = 5
+
+
+def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[str]:
     """Where an op run's time went, per backend, from the readings of a clocks file: seconds preparing
     (device context, inputs, compiling, warm-up), probing (peak memory, parity, throughput) and sampling,
-    summed over its parameter sets, beside the span from the first reading to the last."""
-    rows = [r for r in _rows(path) if "at" in r and r.get("phase") != "after"] if path.is_file() else []
+    summed over its parameter sets, beside the span from the first reading to the last, and the ops that
+    took most of it.  ``since``: only readings taken then or later (the file keeps every run's)."""
+    if not path.is_file():
+        return []
+    rows = [r for r in _rows(path, since) if "at" in r and r.get("phase") != "after"]
     if not rows:
         return []
     at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
     spent: dict[str, dict[str, float]] = {}
-    measured: list[tuple[str, dict[str, float]]] = []  # (backend, its readings) per parameter set
+    measured: list[tuple[str, str, dict[str, float]]] = []  # (op, backend, its readings) per set
+    by_op: dict[str, float] = {}
     latest: dict[tuple[str, ...], dict[str, float]] = {}  # a set measured again starts a new entry
     for row in rows:
         params = row.get("params", [])
@@ -217,16 +228,18 @@ def where_time_went(path: Path) -> list[str]:
             backend = spent.setdefault(params[-1], {"sets": 0, "prepare": 0.0, "probes": 0.0, "samples": 0.0})
             backend["sets"] += 1
             backend["prepare"] += float(row["prepare_s"])
+            by_op[key[0]] = by_op.get(key[0], 0.0) + float(row["prepare_s"])
             latest[key] = {"before": at[id(row)]}
-            measured.append((params[-1], latest[key]))
+            measured.append((key[0], params[-1], latest[key]))
         elif key in latest and phase in ("after probes", "after last sample"):
             latest[key][phase] = at[id(row)]
-    for name, marks in measured:
+    for op, name, marks in measured:
         backend = spent[name]
         probed = marks.get("after probes", marks["before"])
         backend["probes"] += probed - marks["before"]
-        if "after last sample" in marks:
-            backend["samples"] += marks["after last sample"] - probed
+        sampled = marks.get("after last sample", probed)
+        backend["samples"] += sampled - probed
+        by_op[op] += sampled - marks["before"]
     span = max(at.values()) - min(at.values())
     lines = [f"{span:.0f} s from the first clock reading to the last"]
     for name, b in sorted(spent.items()):
@@ -234,6 +247,8 @@ def where_time_went(path: Path) -> list[str]:
             f"{name}: {b['sets']:.0f} parameter sets, {b['prepare']:.0f} s preparing, {b['probes']:.0f} s "
             f"probing, {b['samples']:.0f} s sampling"
         )
+    slowest = sorted(by_op.items(), key=lambda item: -item[1])[:SLOWEST_OPS]
+    lines.append("most time, all backends: " + ", ".join(f"{op} {seconds:.0f} s" for op, seconds in slowest))
     return lines
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from benchmarks.harness import clocks, peaks
 from benchmarks.harness.peaks import Ceilings, over_peak
 
@@ -140,6 +142,14 @@ def test_a_clocks_file_is_summarised_per_finding(tmp_path):
         "1 of 3 benchmark processes: the driver reported software power cap",
     ]
     assert clocks.summarise(tmp_path / "none.jsonl") == []
+    # a later run's closing lines count only its own readings
+    stamped = [{**line, "at": "2026-12-01T10:00:00+00:00"} for line in lines]
+    stamped[-2:] = [{**line, "at": "2026-12-01T11:00:00+00:00"} for line in lines[-2:]]
+    path.write_text("".join(json.dumps(line) + "\n" for line in stamped))
+    since = datetime.datetime(2026, 12, 1, 10, 30, tzinfo=datetime.UTC)
+    assert clocks.summarise(path, since=since) == [
+        "1 of 1 benchmark processes: SM clock more than 10% under its maximum after the last sample"
+    ]
 
 
 def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
@@ -159,11 +169,24 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
             reading(params, "after last sample", start + 1.25),
         ]
     lines.append(reading(["x", "y"], "after", 30.0))  # a workload's reading: no prepare, not counted
+    later = ["8x8", "float32", "torch-cuda"]  # another op in a later run, kept in the same file
+    lines += [
+        {**reading(later, "before", 50.0, prepare_s=4.0), "benchmark": "Sum"},
+        {**reading(later, "after probes", 51.0), "benchmark": "Sum"},
+        {**reading(later, "after last sample", 52.0), "benchmark": "Sum"},
+    ]
     path = tmp_path / "run.clocks.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"cut short')
     assert clocks.where_time_went(path) == [
-        "21 s from the first clock reading to the last",
+        "52 s from the first clock reading to the last",
         "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
-        "torch-cuda: 2 parameter sets, 1 s preparing, 0 s probing, 2 s sampling",
+        "torch-cuda: 3 parameter sets, 5 s preparing, 2 s probing, 3 s sampling",
+        "most time, all backends: Sum 6 s, GELU 5 s",
+    ]
+    later_run = datetime.datetime(2026, 12, 1, 10, 0, 40, tzinfo=datetime.UTC)
+    assert clocks.where_time_went(path, since=later_run) == [
+        "2 s from the first clock reading to the last",
+        "torch-cuda: 1 parameter sets, 4 s preparing, 1 s probing, 1 s sampling",
+        "most time, all backends: Sum 6 s",
     ]
     assert clocks.where_time_went(tmp_path / "none.jsonl") == []
