@@ -46,7 +46,6 @@ FILE_FORMAT = "count-then-arrays-1"
 # profile's inputs and references add up to about 74 GB (from the ops' byte counts), the largest op's
 # (SDPA, read by its four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU
 # host's 64 GB of free disk, and the runs after it failed.
-FREE_FRACTION = settings.INPUT_CACHE_FREE_FRACTION
 # A temporary file no writer has touched for this long was left by a killed process.
 STALE_PARTIAL_SECONDS = 3600.0
 
@@ -146,8 +145,8 @@ def _is_cache_file(name: str) -> bool:
 
 def make_room(folder: Path, incoming: int) -> bool:
     """Remove the least recently used files of the cache ``folder`` until ``incoming`` more bytes keep
-    it within MTB_INPUT_CACHE_GB and leave ``FREE_FRACTION`` of its disk free.  Nothing is removed when
-    even that would not make room (False)."""
+    it within MTB_INPUT_CACHE_GB and leave ``settings.INPUT_CACHE_FREE_FRACTION`` of its disk free.
+    Nothing is removed when even that would not make room (False)."""
     limit = settings.read("MTB_INPUT_CACHE_GB") * 1e9
     try:
         disk = shutil.disk_usage(folder)
@@ -170,18 +169,21 @@ def make_room(folder: Path, incoming: int) -> bool:
             removable.append((info.st_mtime, info.st_size, Path(entry.path)))
     # A removed file that another process still has open or mapped frees its blocks only when that
     # process lets go, so ``free`` may run ahead of the disk here; the free fraction absorbs it.
-    free, keep_free = disk.free, disk.total * FREE_FRACTION
-    reclaimable = sum(size for _, size, _ in removable)
-    if held - reclaimable + incoming > limit or free + reclaimable - incoming < keep_free:
-        return False
+    free, keep_free = disk.free, disk.total * settings.INPUT_CACHE_FREE_FRACTION
 
+    def fits(held: float, free: float) -> bool:
+        return held + incoming <= limit and free - incoming >= keep_free
+
+    reclaimable = sum(size for _, size, _ in removable)
+    if not fits(held - reclaimable, free + reclaimable):
+        return False
     for _, size, path in sorted(removable):
-        if held + incoming <= limit and free - incoming >= keep_free:
+        if fits(held, free):
             break
         with contextlib.suppress(OSError):
             path.unlink()
             held, free = held - size, free + size
-    return held + incoming <= limit and free - incoming >= keep_free
+    return fits(held, free)
 
 
 def store_atomically(path: Path, write: Callable[[Any], None], size: int) -> None:
@@ -241,7 +243,7 @@ def cached(
     _store(path, arrays)
     for other in dict.fromkeys(also):
         other_path = inputs_path(op, case_label, other, seed, key_source)
-        if other != dtype and other_path is not None and not other_path.exists():
+        if other != dtype and not other_path.exists():
             _store(other_path, rounded(drawn, other))
     return arrays
 

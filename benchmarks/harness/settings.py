@@ -10,6 +10,7 @@ setting (a typo such as ``MTB_BACKEND``) is reported too, since it would otherwi
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Callable, Mapping
@@ -122,8 +123,8 @@ def _positive_number(name: str, what: str) -> Callable[[str], float]:
         try:
             value = float(raw.strip())
         except ValueError:
-            value = float("nan")
-        if not value > 0 or value == float("inf"):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
             raise SettingError(f"{name}={raw!r} must be a number of {what} above 0; e.g. {name}=24")
         return value
 
