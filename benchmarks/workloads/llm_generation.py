@@ -48,6 +48,7 @@ from benchmarks.harness.profiles import active_profile
 from benchmarks.workloads.checkpoints import load_checkpoint, torch_expected, user_checkpoint
 from benchmarks.workloads.common import (
     eager_backend,
+    mlx_from_torch,
     peak_bytes,
     require_memory,
     require_module,
@@ -207,10 +208,9 @@ def build_mlx_model(config: Any, torch_model: Any, dtype: str) -> Any:
     else:
         from mlx_lm.models.phi import Model
     model = Model(mlx_model_args(config))
-    target = getattr(mx, dtype)
     tied = config.tie_word_embeddings
     weights = [
-        (name, mx.array(tensor.detach().float().numpy()).astype(target))
+        (name, mlx_from_torch(tensor, dtype))
         for name, tensor in torch_model.state_dict().items()
         if not (tied and name == "lm_head.weight")
     ]

@@ -116,6 +116,17 @@ def test_bfloat16_generation_stays_close_to_the_other_framework():
     assert agree >= 0.9
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_both_frameworks_hold_the_same_rounded_weights(dtype):
+    config = _config("phi-2")
+    (_, torch_side), (_, mlx_side) = _generators(config, dtype)
+    held = {name: np.asarray(value) for name, value in mlx_weights(mlx_side.model).items()}
+    for name, tensor in torch_side.model.state_dict().items():
+        assert str(held[name].dtype) == "float32"
+        np.testing.assert_array_equal(held[name], tensor.float().cpu().numpy(), err_msg=name)
+    assert str(mlx_side.model.parameters()["lm_head"]["weight"].dtype) == f"mlx.core.{dtype}"
+
+
 @pytest.mark.parametrize("backend", [MLX_TEST_BACKEND, TORCH_TEST_BACKEND])
 def test_benchmark_class_runs_on_the_quick_profile(backend, monkeypatch):
     monkeypatch.setenv("MTB_PROFILE", "quick")
