@@ -13,7 +13,9 @@ confidence interval exactly as for a ``time_`` benchmark; its unit is seconds.
 
 A timing's samples follow harness/timing.py: the calibration stream warms the job up, then samples are
 taken back to back, each a batch of calls lasting about the profile's batch length (one call for steps
-longer than that), so every sample is one call in a steady stream.
+longer than that), so every sample is one call in a steady stream.  A calibration stream that was itself
+one batch (as for any step longer than a batch) is the first sample: a generate call of seconds is not
+run once more only to be counted.
 
 asv keys a ``setup_cache`` by its source line, so each workload class defines its own two-line
 ``setup_cache`` that calls ``measure_all``; everything else comes from the spec.
@@ -111,10 +113,12 @@ def build_job(describe: str, build: Callable[[], Any]) -> Any:
 
 
 def timing_samples(call: Callable[[], Any], samples: tuple[int, int, float]) -> list[float]:
-    """Per-call seconds of back-to-back batches after the calibration stream (harness/timing.py)."""
+    """Per-call seconds of back-to-back batches, the calibration stream the first of them where it was
+    one (harness/timing.py)."""
     timed = TimedCall(call, active_profile().sample)
     least, most, seconds = samples
-    out: list[float] = []
+    first = timed.calibration_sample()
+    out: list[float] = [] if first is None else [first]
     deadline = time.perf_counter() + seconds
     while len(out) < most and (len(out) < least or time.perf_counter() < deadline):
         out.append(timed.sample())

@@ -29,10 +29,11 @@ readings around the (empty) timed call.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,8 @@ class TimedCall:
     def __init__(self, call: Callable[[], Any], plan: SamplePlan) -> None:
         self.call = call
         self.plan = plan
+        # the calibration stream, as (calls, seconds): it is itself a batch when it ran ``calls`` calls
+        self.calibration: tuple[int, float] = (0, 0.0)
         self.calls = self._calibrate()
         self.warmups = 0  # warm-up bursts run so far (the tests count them)
         self.batches = 0
@@ -71,13 +74,22 @@ class TimedCall:
         """Calls that fit in one batch, counted in a stream as long as a batch (the call was warmed up
         when it was prepared): a count over a stream, unlike the median of a few single calls, is not
         thrown off by one call that waited for a core."""
-        calls, start = 0, time.perf_counter()
-        while True:
-            self.call()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= self.plan.batch_seconds or calls >= self.plan.max_calls:
-                return calls_for(elapsed / calls, self.plan)
+        with _no_collection():
+            calls, start = 0, time.perf_counter()
+            while True:
+                self.call()
+                calls += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= self.plan.batch_seconds or calls >= self.plan.max_calls:
+                    self.calibration = (calls, elapsed)
+                    return calls_for(elapsed / calls, self.plan)
+
+    def calibration_sample(self) -> float | None:
+        """The calibration stream's seconds per call where that stream was one batch (``calls`` calls,
+        as for any call that lasts a batch or longer), else None.  A workload step of seconds is then
+        not run once more only to be counted."""
+        counted, elapsed = self.calibration
+        return elapsed / counted if counted == self.calls else None
 
     def warm_up(self) -> None:
         """The burst before a sample; also arms ``per_call_clock`` for this call's batch."""
@@ -99,15 +111,22 @@ class TimedCall:
     def sample(self) -> float:
         """One sample timed here rather than by asv (workload jobs take theirs back to back, so the
         stream stays steady without a warm-up burst between samples): seconds per call of a batch."""
-        collecting = gc.isenabled()
-        gc.disable()  # as asv's timer does around a timed call: no collection inside the batch
-        try:
+        with _no_collection():
             start = time.perf_counter()
             self.batch()
             return (time.perf_counter() - start) / self.calls
-        finally:
-            if collecting:
-                gc.enable()
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """As asv's timer does around a timed call: no garbage collection inside a timed stream."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def calls_for(per_call_seconds: float, plan: SamplePlan) -> int:

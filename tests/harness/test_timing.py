@@ -89,6 +89,33 @@ def test_calibration_counts_a_stream_as_long_as_a_batch(clock):
     assert TimedCall(call, plan).calls == 1
 
 
+def test_a_calibration_stream_of_one_batch_is_a_sample_and_an_uneven_one_is_not(clock):
+    plan = SamplePlan(warmup_seconds=0.0, batch_seconds=0.02)
+    durations: list[float] = []
+
+    def call() -> None:
+        clock.now += durations.pop(0) if durations else 0.5
+
+    long_call = TimedCall(call, plan)
+    assert long_call.calls == 1 and long_call.calibration_sample() == pytest.approx(0.5)
+    durations[:] = [0.003] * 7  # 7 calls reach 0.02 s, and a batch is then 7 calls: the stream was one
+    steady = TimedCall(call, plan)
+    assert steady.calls == 7 and steady.calibration_sample() == pytest.approx(0.003)
+    durations[:] = [0.001] * 4 + [0.05]  # one slow call ends the stream: 5 calls, but batches of 2
+    uneven = TimedCall(call, plan)
+    assert uneven.calibration == (5, pytest.approx(0.054)) and uneven.calls == 2
+    assert uneven.calibration_sample() is None
+
+
+def test_no_garbage_is_collected_while_calibrating():
+    import gc
+
+    seen: list[bool] = []
+    TimedCall(lambda: seen.append(gc.isenabled()), SamplePlan(warmup_seconds=0.0, batch_seconds=0.001))
+    assert seen and not any(seen)
+    assert gc.isenabled()
+
+
 def test_calls_per_batch_are_bounded():
     plan = SamplePlan(warmup_seconds=0.0, batch_seconds=0.01, max_calls=500)
     assert calls_for(0.5, plan) == 1  # a call longer than a batch is timed alone
