@@ -39,7 +39,7 @@ from benchmarks.harness import clocks, probes
 from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile
-from benchmarks.harness.run import TF32, prepare_recorded
+from benchmarks.harness.run import TF32, draw_ahead, prepare_recorded
 
 # One parameter set that takes longer than this (compiling, probing and sampling) is stopped and failed
 # as a hang: asv's own limit for a benchmark process was the same.
@@ -193,6 +193,7 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
     pending = group.unmeasured(members)
     if not pending:
         return
+    draw_ahead(group.spec, group.profile, [case for case, _, _ in pending])
     if not fork_is_safe():
         group.measure_in_turn(pending)
         return

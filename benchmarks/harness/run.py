@@ -5,17 +5,27 @@ warmed up, plus the probes behind the ``track_`` metrics (fastest-call throughpu
 from __future__ import annotations
 
 import gc
+import os
 import time
 import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.harness import clocks, parity
+from benchmarks.harness import clocks, parity, settings
 from benchmarks.harness import inputs as op_inputs
-from benchmarks.harness.backends import Backend, get_backend, is_out_of_memory, require_backend
+from benchmarks.harness.backends import (
+    Backend,
+    get_backend,
+    host_available_bytes,
+    is_out_of_memory,
+    require_backend,
+)
+from benchmarks.harness.inputs import Arrays
 from benchmarks.harness.opspec import Case, OpSpec
 from benchmarks.harness.profiles import Profile, compiled_skip_reason
 from benchmarks.harness.settings import BACKEND_NAMES
@@ -38,6 +48,62 @@ MEMORY_HEADROOM = 3.0
 def stable_seed(*parts: str) -> int:
     """The same seed for the same op and case in every process, run and machine."""
     return zlib.crc32("|".join(parts).encode())
+
+
+def _maker(spec: OpSpec, case: Case) -> Callable[[np.random.Generator], Arrays]:
+    return lambda rng: spec.make_inputs(rng, case)
+
+
+def _described(case: Case) -> str:
+    return f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
+
+
+def _inputs_file(spec: OpSpec, case: Case, storage: str) -> Path | None:
+    stable = stable_seed(spec.name, case.label)
+    return op_inputs.inputs_path(spec.name, _described(case), storage, stable, spec.make_inputs)
+
+
+def suite_inputs(spec: OpSpec, case: Case, storage: str, profile: Profile) -> tuple[Arrays, Path | None]:
+    """The suite's inputs of one case rounded to ``storage``, the same in every process (seeded by the
+    op and case), read from the input cache or drawn and kept there with the op's other stored dtypes;
+    and where they are kept (None with the cache off)."""
+    inputs = op_inputs.cached(
+        spec.name, _described(case), storage, stable_seed(spec.name, case.label),
+        _maker(spec, case), spec.make_inputs, profile.stored_dtypes(spec.low_precision),
+    )  # fmt: skip
+    return inputs, _inputs_file(spec, case, storage)
+
+
+def draw_ahead(spec: OpSpec, profile: Profile, case_labels: Sequence[str]) -> int:
+    """Draw and keep the inputs of the cases not yet in the input cache, several at once, before a
+    class's first backend runs (which would otherwise draw them one by one, while the GPU waits: about
+    110 s of the full op matrix on the H200).  NumPy's generators and ufuncs release the GIL, so threads
+    use the cores.  The draws run as many at once as the cores allow and as their float64 arrays fit in
+    half the free memory, and only where the cases' files fit in the cache's bound together (else the
+    cache would remove the first ones to keep the last).  Returns the cases drawn."""
+    if settings.read("MTB_INPUT_CACHE") is None:
+        return 0
+    dtypes = profile.stored_dtypes(spec.low_precision)
+    missing = []
+    for label in dict.fromkeys(case_labels):
+        try:
+            case = spec.find_case(profile.name, label)[1]
+        except KeyError:
+            continue
+        paths = [_inputs_file(spec, case, d) for d in dtypes]
+        if not all(p is not None and p.exists() for p in paths):
+            missing.append(case)
+    if len(missing) < 2:
+        return 0
+    drawn_bytes = [spec.cost(c, 8).bytes for c in missing]  # float64 draws (outputs too: an upper bound)
+    if sum(b / 2 * len(dtypes) for b in drawn_bytes) > settings.read("MTB_INPUT_CACHE_GB") * 1e9:
+        return 0
+    workers = min(os.cpu_count() or 1, len(missing), int(host_available_bytes() / 2 // max(drawn_bytes)))
+    if workers < 2:
+        return 0
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda case: suite_inputs(spec, case, "float32", profile), missing))
+    return len(missing)
 
 
 @dataclass
@@ -92,20 +158,10 @@ class OpRun:
             )
 
         storage = storage_dtype(dtype)
-
-        def maker(rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-            return spec.make_inputs(rng, case)
-
         if seed is None:  # the suite's inputs: the same in every process, so made once and kept
-            stable = stable_seed(spec.name, case.label)
-            described = f"{case.label}|{case.shapes}|{sorted(case.options.items())}"
-            siblings = profile.stored_dtypes(spec.low_precision)
-            inputs = op_inputs.cached(
-                spec.name, described, storage, stable, maker, spec.make_inputs, siblings
-            )
-            inputs_file = op_inputs.inputs_path(spec.name, described, storage, stable, spec.make_inputs)
+            inputs, inputs_file = suite_inputs(spec, case, storage, profile)
         else:  # a test's fresh draw: used once
-            inputs = op_inputs.make(seed, maker, storage)
+            inputs = op_inputs.make(seed, _maker(spec, case), storage)
             inputs_file = None
         try:
             placed = spec.torch_inputs(case, inputs) if backend.framework == "torch" else inputs

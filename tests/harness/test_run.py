@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from benchmarks.harness.backends import get_backend
@@ -46,3 +47,34 @@ def test_unknown_case_and_dtype_are_skips_naming_the_choices():
         OpRun.prepare(SOFTMAX, "1x1", "float32", "torch-cpu", QUICK)
     with pytest.raises(NotImplementedError, match="unknown dtype 'float8'"):
         OpRun.prepare(SOFTMAX, SOFTMAX.quick[0].label, "float8", "torch-cpu", QUICK)
+
+
+def test_a_classs_inputs_are_drawn_ahead_together_as_each_case_would_draw_them(tmp_path, monkeypatch):
+    from benchmarks.harness import inputs, run
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    profile = get_profile("quick")
+    labels = [case.label for case in SOFTMAX.quick]
+    dtypes = profile.stored_dtypes(SOFTMAX.low_precision)
+    assert run.draw_ahead(SOFTMAX, profile, [*labels, labels[0]]) == len(labels)
+    assert len(list(tmp_path.glob("*.npy"))) == len(labels) * len(dtypes) > len(labels)
+    for case in SOFTMAX.quick:
+        for dtype in dtypes:
+            kept = run._inputs_file(SOFTMAX, case, dtype)
+            seed = run.stable_seed(SOFTMAX.name, case.label)
+            own = inputs.make(seed, lambda rng, c=case: SOFTMAX.make_inputs(rng, c), dtype)
+            got = inputs._read(kept)
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, own, strict=True))
+    assert run.draw_ahead(SOFTMAX, profile, labels) == 0  # nothing left to draw
+
+
+def test_nothing_is_drawn_ahead_without_a_cache_or_beyond_its_bound(tmp_path, monkeypatch):
+    from benchmarks.harness import run
+
+    labels = [case.label for case in SOFTMAX.quick]
+    monkeypatch.setenv("MTB_INPUT_CACHE", "off")
+    assert run.draw_ahead(SOFTMAX, get_profile("quick"), labels) == 0
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", "0.0001")  # 100 kB: less than the cases' files together
+    assert run.draw_ahead(SOFTMAX, get_profile("quick"), labels) == 0
+    assert not list(tmp_path.iterdir())
