@@ -201,22 +201,24 @@ def _rows(path: Path, since: datetime.datetime | None = None) -> list[dict[str, 
     return rows
 
 
-# ops named in the closing line that lists where most of a run's time went
+# ops and jobs named in the closing line that lists where most of a run's time went
 SLOWEST_OPS = 5
 
 
 def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[str]:
-    """Where an op run's time went, per backend, from the readings of a clocks file: seconds preparing
+    """Where a run's time went, from the readings of a clocks file: per op backend, seconds preparing
     (device context, inputs, compiling, warm-up), probing (peak memory, parity, throughput) and sampling,
-    summed over its parameter sets, beside the span from the first reading to the last, and the ops that
-    took most of it.  ``since``: only readings taken then or later (the file keeps every run's)."""
+    summed over its parameter sets; per workload job, seconds building (model, weights, warm-up) and
+    measuring; beside the span from the first reading to the last, and the ops and jobs that took most
+    of it.  ``since``: only readings taken then or later (the file keeps every run's)."""
     if not path.is_file():
         return []
-    rows = [r for r in _rows(path, since) if "at" in r and r.get("phase") != "after"]
+    rows = [r for r in _rows(path, since) if "at" in r]
     if not rows:
         return []
     at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
     spent: dict[str, dict[str, float]] = {}
+    built: dict[str, dict[str, float]] = {}  # per job: sets, building, measuring
     measured: list[tuple[str, str, dict[str, float]]] = []  # (op, backend, its readings) per set
     by_op: dict[str, float] = {}
     latest: dict[tuple[str, ...], dict[str, float]] = {}  # a set measured again starts a new entry
@@ -224,7 +226,17 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
         params = row.get("params", [])
         key = (row.get("benchmark", ""), *params)
         phase = row.get("phase")
-        if phase == "before" and "prepare_s" in row:
+        if phase == "before" and "build_s" in row:
+            job = built.setdefault(key[0], {"sets": 0, "build": 0.0, "measure": 0.0})
+            job["sets"] += 1
+            job["build"] += float(row["build_s"])
+            by_op[key[0]] = by_op.get(key[0], 0.0) + float(row["build_s"])
+            latest[key] = {"before": at[id(row)]}
+        elif phase == "after" and key[0] in built and key in latest:
+            seconds = at[id(row)] - latest.pop(key)["before"]
+            built[key[0]]["measure"] += seconds
+            by_op[key[0]] += seconds
+        elif phase == "before" and "prepare_s" in row:
             backend = spent.setdefault(params[-1], {"sets": 0, "prepare": 0.0, "probes": 0.0, "samples": 0.0})
             backend["sets"] += 1
             backend["prepare"] += float(row["prepare_s"])
@@ -247,8 +259,14 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             f"{name}: {b['sets']:.0f} parameter sets, {b['prepare']:.0f} s preparing, {b['probes']:.0f} s "
             f"probing, {b['samples']:.0f} s sampling"
         )
-    slowest = sorted(by_op.items(), key=lambda item: -item[1])[:SLOWEST_OPS]
-    lines.append("most time, all backends: " + ", ".join(f"{op} {seconds:.0f} s" for op, seconds in slowest))
+    for name, j in sorted(built.items()):
+        lines.append(
+            f"{name}: {j['sets']:.0f} parameter sets, {j['build']:.0f} s building, "
+            f"{j['measure']:.0f} s measuring"
+        )
+    if by_op:
+        slowest = sorted(by_op.items(), key=lambda item: -item[1])[:SLOWEST_OPS]
+        lines.append("most time: " + ", ".join(f"{op} {seconds:.0f} s" for op, seconds in slowest))
     return lines
 
 

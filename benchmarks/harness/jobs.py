@@ -130,6 +130,7 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
     {metric: value}}``, or ``{"skip": reason}``, or ``{"error": text}`` (one metric failing is reported
     for that metric alone)."""
     describe = f"{spec.name} {' '.join(str(p) for p in params)}"
+    started = time.perf_counter()
     try:
         job = build_job(describe, lambda: spec.build(*params))
     except NotImplementedError as exc:
@@ -137,7 +138,8 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"timings": {}, "tracks": {}, "errors": {}}
     backend = getattr(job, "backend", None)
     if backend is not None:
-        clocks.record(spec.name, params, "before", backend)
+        build_s = round(time.perf_counter() - started, 3)
+        clocks.record(spec.name, params, "before", backend, {"build_s": build_s})
     for metric, unit_call in spec.timings.items():
         try:
             out["timings"][metric] = timing_samples(unit_call(job), spec.samples)

@@ -168,7 +168,12 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
             reading(params, "after first sample", start + 0.5),
             reading(params, "after last sample", start + 1.25),
         ]
-    lines.append(reading(["x", "y"], "after", 30.0))  # a workload's reading: no prepare, not counted
+    lines.append(reading(["x", "y"], "after", 30.0))  # an unpaired reading: not counted
+    job = ["torch-cuda", "tinyllama", "float16", "eager"]  # a workload's set: built, then measured
+    lines += [
+        {**reading(job, "before", 31.0, build_s=12.5), "benchmark": "LLMGeneration"},
+        {**reading(job, "after", 39.0), "benchmark": "LLMGeneration"},
+    ]
     later = ["8x8", "float32", "torch-cuda"]  # another op in a later run, kept in the same file
     lines += [
         {**reading(later, "before", 50.0, prepare_s=4.0), "benchmark": "Sum"},
@@ -181,12 +186,13 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
         "52 s from the first clock reading to the last",
         "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
         "torch-cuda: 3 parameter sets, 5 s preparing, 2 s probing, 3 s sampling",
-        "most time, all backends: Sum 6 s, GELU 5 s",
+        "LLMGeneration: 1 parameter sets, 12 s building, 8 s measuring",
+        "most time: LLMGeneration 20 s, Sum 6 s, GELU 5 s",
     ]
     later_run = datetime.datetime(2026, 12, 1, 10, 0, 40, tzinfo=datetime.UTC)
     assert clocks.where_time_went(path, since=later_run) == [
         "2 s from the first clock reading to the last",
         "torch-cuda: 1 parameter sets, 4 s preparing, 1 s probing, 1 s sampling",
-        "most time, all backends: Sum 6 s",
+        "most time: Sum 6 s",
     ]
     assert clocks.where_time_went(tmp_path / "none.jsonl") == []
