@@ -161,6 +161,21 @@ def record(
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
 
 
+def record_host(benchmark: str, phase: str, extra: dict[str, Any]) -> None:
+    """Append a reading of host work outside any parameter set (no GPU state: it may come from a process
+    that must not touch the device before it forks), with ``extra`` figures."""
+    path = facts.facts_path()
+    if path is None:
+        return
+    entry = {
+        "benchmark": benchmark,
+        "phase": phase,
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        **extra,
+    }
+    facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
+
+
 def record_sample(benchmark: str, params: Sequence[Any], done: int, repeat: int, backend: Backend) -> None:
     """After sample ``done`` of ``repeat``: the GPU's state after the first and after the last (asv stops a
     slow benchmark's round early; the first is then what is left)."""
@@ -201,6 +216,8 @@ def _rows(path: Path, since: datetime.datetime | None = None) -> list[dict[str, 
     return rows
 
 
+# the phase of a reading of inputs drawn before an op's measuring processes (harness/run.py draw_ahead)
+DRAWN_AHEAD = "inputs drawn ahead"
 # ops and jobs named in the closing line that lists where most of a run's time went
 SLOWEST_OPS = 5
 
@@ -219,6 +236,7 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
     at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
     spent: dict[str, dict[str, float]] = {}
     built: dict[str, dict[str, float]] = {}  # per job: sets, building, measuring
+    ahead = {"cases": 0, "seconds": 0.0}  # inputs drawn before the ops' measuring processes
     measured: list[tuple[str, str, dict[str, float]]] = []  # (op, backend, its readings) per set
     by_op: dict[str, float] = {}
     latest: dict[tuple[str, ...], dict[str, float]] = {}  # a set measured again starts a new entry
@@ -226,7 +244,11 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
         params = row.get("params", [])
         key = (row.get("benchmark", ""), *params)
         phase = row.get("phase")
-        if phase == "before" and "build_s" in row:
+        if phase == DRAWN_AHEAD:
+            ahead["cases"] += int(row.get("cases", 0))
+            ahead["seconds"] += float(row.get("seconds", 0.0))
+            by_op[key[0]] = by_op.get(key[0], 0.0) + float(row.get("seconds", 0.0))
+        elif phase == "before" and "build_s" in row:
             job = built.setdefault(key[0], {"sets": 0, "build": 0.0, "measure": 0.0})
             job["sets"] += 1
             job["build"] += float(row["build_s"])
@@ -264,6 +286,8 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             f"{name}: {j['sets']:.0f} parameter sets, {j['build']:.0f} s building, "
             f"{j['measure']:.0f} s measuring"
         )
+    if ahead["cases"]:
+        lines.append(f"inputs of {ahead['cases']} cases drawn ahead in {ahead['seconds']:.0f} s")
     if by_op:
         slowest = sorted(by_op.items(), key=lambda item: -item[1])[:SLOWEST_OPS]
         lines.append("most time: " + ", ".join(f"{op} {seconds:.0f} s" for op, seconds in slowest))

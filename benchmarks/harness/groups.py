@@ -40,6 +40,7 @@ from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile
 from benchmarks.harness.run import TF32, draw_ahead, prepare_recorded
+from benchmarks.harness.settings import BACKEND_DEVICE_CLASS
 
 # One parameter set that takes longer than this (compiling, probing and sampling) is stopped and failed
 # as a hang: asv's own limit for a benchmark process was the same.
@@ -193,7 +194,11 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
     pending = group.unmeasured(members)
     if not pending:
         return
-    draw_ahead(group.spec, group.profile, [case for case, _, _ in pending])
+    started = time.perf_counter()
+    drawn = draw_ahead(group.spec, group.profile, [case for case, _, _ in pending])
+    if drawn and any(BACKEND_DEVICE_CLASS.get(backend) == "gpu" for _, _, backend in pending):
+        seconds = round(time.perf_counter() - started, 3)
+        clocks.record_host(group.spec.name, clocks.DRAWN_AHEAD, {"cases": drawn, "seconds": seconds})
     if not fork_is_safe():
         group.measure_in_turn(pending)
         return

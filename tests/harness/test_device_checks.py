@@ -169,6 +169,8 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
             reading(params, "after last sample", start + 1.25),
         ]
     lines.append(reading(["x", "y"], "after", 30.0))  # an unpaired reading: not counted
+    lines.append({"benchmark": "GELU", "phase": "inputs drawn ahead", "at": "2026-12-01T10:00:00.000+00:00",
+                  "cases": 2, "seconds": 3.0})  # fmt: skip
     job = ["torch-cuda", "tinyllama", "float16", "eager"]  # a workload's set: built, then measured
     lines += [
         {**reading(job, "before", 31.0, build_s=12.5), "benchmark": "LLMGeneration"},
@@ -187,7 +189,8 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
         "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
         "torch-cuda: 3 parameter sets, 5 s preparing, 2 s probing, 3 s sampling",
         "LLMGeneration: 1 parameter sets, 12 s building, 8 s measuring",
-        "most time: LLMGeneration 20 s, Sum 6 s, GELU 5 s",
+        "inputs of 2 cases drawn ahead in 3 s",
+        "most time: LLMGeneration 20 s, GELU 8 s, Sum 6 s",
     ]
     later_run = datetime.datetime(2026, 12, 1, 10, 0, 40, tzinfo=datetime.UTC)
     assert clocks.where_time_went(path, since=later_run) == [

@@ -282,3 +282,17 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"  # a zombie has ended, waiting for its reaper
+
+
+def test_a_gpu_groups_inputs_drawn_ahead_are_noted_in_its_clocks_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
+    monkeypatch.setattr(groups, "draw_ahead", lambda spec, profile, cases: len(set(cases)))
+    spec = _spec("GELU")
+    cases = [c.label for c in spec.cases("quick")]
+    for backend in ("torch-cpu", "mlx-gpu"):  # mlx-gpu is absent here: its sets are skips
+        members = groups.group_members(cases, ["float32"], backend, "float32")
+        groups.measure_group(groups.Group(str(tmp_path), spec, GROUPED), members)
+    files = list(tmp_path.glob("facts/*/*.clocks.jsonl"))
+    rows = [json.loads(line) for path in files for line in path.read_text().splitlines()]
+    noted = [(r["benchmark"], r["phase"], r["cases"]) for r in rows]
+    assert noted == [("GELU", "inputs drawn ahead", len(cases))]
