@@ -383,3 +383,17 @@ def test_kept_weights_rebuild_the_same_model_without_drawing_them(model, tied, t
     other = llm.build_torch_model(config, seed=4)
     assert len(list(tmp_path.glob("weights-*.pt"))) == 2
     assert not torch.equal(other.lm_head.weight, drawn.lm_head.weight)
+
+
+def test_training_a_model_read_back_from_the_cache_never_changes_the_kept_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    config = _config("tinyllama")
+    drawn = torch_weights(llm.build_torch_model(config, seed=5))
+    loaded = llm.build_torch_model(config, seed=5)
+    with torch.no_grad():
+        for parameter in loaded.parameters():
+            parameter.add_(1.0)  # as an optimizer step does, in place
+    assert not np.array_equal(torch_weights(loaded)["model.norm.weight"], drawn["model.norm.weight"])
+    again = torch_weights(llm.build_torch_model(config, seed=5))
+    for name, value in drawn.items():
+        np.testing.assert_array_equal(again[name], value, err_msg=name)
