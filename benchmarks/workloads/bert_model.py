@@ -416,9 +416,9 @@ def mlx_name(torch_name: str) -> str | None:
 
 def mlx_copy(torch_model: Any, mlx_model: Any) -> Any:
     """Load every weight of ``torch_model`` into ``mlx_model`` (strictly: nothing left at MLX's init)."""
-    from benchmarks.workloads.common import load_mlx, torch_weights
+    from benchmarks.workloads.common import load_mlx
 
-    load_mlx(mlx_model, torch_weights(torch_model), rename=mlx_name)
+    load_mlx(mlx_model, torch_model.state_dict(), rename=mlx_name)
     return mlx_model
 
 

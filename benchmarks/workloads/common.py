@@ -165,12 +165,13 @@ def mlx_weights(module: Any) -> dict[str, np.ndarray]:
 
 def load_mlx(
     module: Any,
-    weights: Mapping[str, np.ndarray],
+    weights: Mapping[str, Any],
     dtype: str = "float32",
     rename: Callable[[str], str | None] = lambda name: name,
     transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> None:
-    """Load ``weights`` into an MLX module, strictly: every MLX parameter must be given, with its shape.
+    """Load ``weights`` (NumPy arrays, or torch tensors: converted by ``mlx_from_torch``) into an MLX
+    module, strictly: every MLX parameter must be given, with its shape.
 
     ``rename`` maps a source name to the MLX name (``None`` drops it: buffers MLX computes itself);
     ``transforms`` maps an MLX name suffix to an array transform (conv weights: torch's (out, in, k) to
@@ -183,8 +184,11 @@ def load_mlx(
             continue
         for suffix, transform in (transforms or {}).items():
             if target.endswith(suffix):
-                value = transform(value)
-        converted.append((target, mx.array(np.ascontiguousarray(value)).astype(getattr(mx, dtype))))
+                value = transform(value if isinstance(value, np.ndarray) else value.detach().cpu().numpy())
+        if isinstance(value, np.ndarray):
+            converted.append((target, mx.array(np.ascontiguousarray(value)).astype(getattr(mx, dtype))))
+        else:
+            converted.append((target, mlx_from_torch(value, dtype)))
     module.load_weights(converted, strict=True)
     mx.eval(module.parameters())
 
