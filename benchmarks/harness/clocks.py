@@ -153,7 +153,7 @@ def record(
         "benchmark": benchmark,
         "params": [str(p) for p in params],
         "phase": phase,
-        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+        "at": now(),
         "process_s": process_seconds(),
         **(extra or {}),
         **state,
@@ -161,18 +161,18 @@ def record(
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
 
 
-def record_host(benchmark: str, phase: str, extra: dict[str, Any]) -> None:
-    """Append a reading of host work outside any parameter set (no GPU state: it may come from a process
-    that must not touch the device before it forks), with ``extra`` figures."""
+def now() -> str:
+    """The time a reading is stamped with."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def record_host(benchmark: str, phase: str, began: str, extra: dict[str, Any]) -> None:
+    """Append a reading of host work outside any parameter set, stamped when it ``began`` (no GPU state:
+    it may come from a process that must not touch the device before it forks), with ``extra`` figures."""
     path = facts.facts_path()
     if path is None:
         return
-    entry = {
-        "benchmark": benchmark,
-        "phase": phase,
-        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-        **extra,
-    }
+    entry = {"benchmark": benchmark, "phase": phase, "at": began, **extra}
     facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
 
 

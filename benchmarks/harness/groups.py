@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import clocks, probes
+from benchmarks.harness.backends import selected_backend_names
 from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.opspec import OpSpec
 from benchmarks.harness.profiles import Profile
 from benchmarks.harness.run import TF32, draw_ahead, prepare_recorded
-from benchmarks.harness.settings import BACKEND_DEVICE_CLASS
+from benchmarks.harness.settings import device_class_of_name
 
 # One parameter set that takes longer than this (compiling, probing and sampling) is stopped and failed
 # as a hang: asv's own limit for a benchmark process was the same.
@@ -194,11 +195,12 @@ def measure_group(group: Group, members: Sequence[Params], stall_seconds: float 
     pending = group.unmeasured(members)
     if not pending:
         return
-    started = time.perf_counter()
+    started, began = time.perf_counter(), clocks.now()
     drawn = draw_ahead(group.spec, group.profile, [case for case, _, _ in pending])
-    if drawn and any(BACKEND_DEVICE_CLASS.get(backend) == "gpu" for _, _, backend in pending):
+    names = selected_backend_names()
+    if drawn and any(device_class_of_name(backend, names) == "gpu" for _, _, backend in pending):
         seconds = round(time.perf_counter() - started, 3)
-        clocks.record_host(group.spec.name, clocks.DRAWN_AHEAD, {"cases": drawn, "seconds": seconds})
+        clocks.record_host(group.spec.name, clocks.DRAWN_AHEAD, began, {"cases": drawn, "seconds": seconds})
     if not fork_is_safe():
         group.measure_in_turn(pending)
         return

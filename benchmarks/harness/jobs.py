@@ -11,11 +11,12 @@ methods read the figures: a timing returns its samples in asv's own timing forma
 (``{"samples": [...], "number": 1}``), so asv stores the samples and computes the median, quartiles and
 confidence interval exactly as for a ``time_`` benchmark; its unit is seconds.
 
-A timing's samples follow harness/timing.py: the calibration stream warms the job up, then samples are
-taken back to back, each a batch of calls lasting about the profile's batch length (one call for steps
-longer than that), so every sample is one call in a steady stream.  A calibration stream that was itself
-one batch (as for any step longer than a batch) is the first sample: a generate call of seconds is not
-run once more only to be counted.
+A timing's samples follow harness/timing.py: a calibration stream (which warms the call up), then samples
+taken back to back, each
+a batch of calls lasting about the profile's batch length (one call for steps longer than that), so
+every sample is one call in a steady stream.  A job whose build ran every timed call once
+(``warmed_at_build``) counts a calibration stream of one long call (ten batches or more) as its first
+sample: a generate call of seconds is not run once more only to be counted.
 
 asv keys a ``setup_cache`` by its source line, so each workload class defines its own two-line
 ``setup_cache`` that calls ``measure_all``; everything else comes from the spec.
@@ -77,6 +78,9 @@ class JobSpec:
     # samples per timing: at least the first, at most the second, stopping after the seconds
     samples: tuple[int, int, float] = (3, 10, 0.5)
     timeout: float = 3600.0  # seconds per parameter set
+    # every timed call ran at least once while the job was built (its first call's one-time costs paid),
+    # so a timing's calibration stream of one long call is already a steady call and counts as a sample
+    warmed_at_build: bool = False
     # imported once before the measuring processes are forked, so none pays for it.  Name the model
     # modules, not only the package: transformers loads them lazily, and a forked BERT process took
     # 2.6 s with `transformers` imported before the fork, 0.7 s with its modeling module.
@@ -112,12 +116,14 @@ def build_job(describe: str, build: Callable[[], Any]) -> Any:
         ) from None
 
 
-def timing_samples(call: Callable[[], Any], samples: tuple[int, int, float]) -> list[float]:
-    """Per-call seconds of back-to-back batches, the calibration stream the first of them where it was
-    one (harness/timing.py)."""
+def timing_samples(
+    call: Callable[[], Any], samples: tuple[int, int, float], warmed: bool = False
+) -> list[float]:
+    """Per-call seconds of back-to-back batches; where the call was ``warmed`` (run while the job was
+    built), the calibration stream is the first of them if it was one long call (harness/timing.py)."""
     timed = TimedCall(call, active_profile().sample)
     least, most, seconds = samples
-    first = timed.calibration_sample()
+    first = timed.calibration_sample() if warmed else None
     out: list[float] = [] if first is None else [first]
     deadline = time.perf_counter() + seconds
     while len(out) < most and (len(out) < least or time.perf_counter() < deadline):
@@ -142,7 +148,7 @@ def measure_job(spec: JobSpec, params: Sequence[Any]) -> dict[str, Any]:
         clocks.record(spec.name, params, "before", backend, {"build_s": build_s})
     for metric, unit_call in spec.timings.items():
         try:
-            out["timings"][metric] = timing_samples(unit_call(job), spec.samples)
+            out["timings"][metric] = timing_samples(unit_call(job), spec.samples, spec.warmed_at_build)
         except Exception as exc:
             out["errors"][metric] = f"{type(exc).__name__}: {exc}"
     for metric, track in spec.tracks.items():

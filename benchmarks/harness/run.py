@@ -4,6 +4,7 @@ warmed up, plus the probes behind the ``track_`` metrics (fastest-call throughpu
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -74,36 +75,54 @@ def suite_inputs(spec: OpSpec, case: Case, storage: str, profile: Profile) -> tu
     return inputs, _inputs_file(spec, case, storage)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the system says, else all of them)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def draw_ahead(spec: OpSpec, profile: Profile, case_labels: Sequence[str]) -> int:
     """Draw and keep the inputs of the cases not yet in the input cache, several at once, before a
-    class's first backend runs (which would otherwise draw them one by one, while the GPU waits: about
-    110 s of the full op matrix on the H200).  NumPy's generators and ufuncs release the GIL, so threads
-    use the cores.  The draws run as many at once as the cores allow and as their float64 arrays fit in
-    half the free memory, and only where the cases' files fit in the cache's bound together (else the
-    cache would remove the first ones to keep the last).  Returns the cases drawn."""
-    if settings.read("MTB_INPUT_CACHE") is None:
+    class's first backend runs (which would otherwise draw them one by one while the GPU waits).  NumPy's
+    generators and ufuncs release the GIL, so threads use the cores.  As many draws run at once as the
+    usable cores allow and as fit in half the free memory, each counted at its op's float64 bytes (inputs
+    and output) once per stored dtype plus once (the draw and its rounded copies are held together); and
+    only where the cache makes room for all of them first.  Best effort: a case whose draw fails is left
+    to its own measuring process, where the failure is that set's.  Returns the cases drawn."""
+    folder = settings.read("MTB_INPUT_CACHE")
+    if folder is None:
         return 0
     dtypes = profile.stored_dtypes(spec.low_precision)
-    missing = []
+    missing: list[tuple[Case, str]] = []  # a case and the first of its dtypes not kept
     for label in dict.fromkeys(case_labels):
         try:
             case = spec.find_case(profile.name, label)[1]
         except KeyError:
             continue
-        paths = [_inputs_file(spec, case, d) for d in dtypes]
-        if not all(p is not None and p.exists() for p in paths):
-            missing.append(case)
+        absent = [d for d in dtypes if not _inputs_file(spec, case, d).exists()]  # type: ignore[union-attr]
+        if absent:
+            missing.append((case, absent[0]))
     if len(missing) < 2:
         return 0
-    drawn_bytes = [spec.cost(c, 8).bytes for c in missing]  # float64 draws (outputs too: an upper bound)
-    if sum(b / 2 * len(dtypes) for b in drawn_bytes) > settings.read("MTB_INPUT_CACHE_GB") * 1e9:
-        return 0
-    workers = min(os.cpu_count() or 1, len(missing), int(host_available_bytes() / 2 // max(drawn_bytes)))
+    held = [spec.cost(case, 8).bytes * (1 + len(dtypes)) for case, _ in missing]
+    workers = min(usable_cores(), len(missing), int(host_available_bytes() / 2 // max(held)))
+    stored = sum(spec.cost(case, 4).bytes for case, _ in missing) * len(dtypes)
     if workers < 2:
         return 0
+    with contextlib.suppress(OSError):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    if not op_inputs.make_room(Path(folder), int(stored)):
+        return 0
+
+    def draw(entry: tuple[Case, str]) -> bool:
+        try:
+            suite_inputs(spec, *entry, profile)
+        except Exception:
+            return False
+        return True
+
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda case: suite_inputs(spec, case, "float32", profile), missing))
-    return len(missing)
+        return sum(pool.map(draw, missing))  # the arrays are dropped as each draw ends
 
 
 @dataclass

@@ -42,6 +42,8 @@ from typing import Any
 MEASUREMENT_VERSION = "steady-stream-1"
 
 _calls_per_sample = 1
+# a call at least this many batches long is its own unbiased calibration stream (TimedCall.calibration_sample)
+LONG_CALL_BATCHES = 10
 
 
 def per_call_clock() -> float:
@@ -85,11 +87,14 @@ class TimedCall:
                     return calls_for(elapsed / calls, self.plan)
 
     def calibration_sample(self) -> float | None:
-        """The calibration stream's seconds per call where that stream was one batch (``calls`` calls,
-        as for any call that lasts a batch or longer), else None.  A workload step of seconds is then
-        not run once more only to be counted."""
+        """The calibration stream's one call, where the call lasted ``LONG_CALL_BATCHES`` batches or more
+        (then a batch is that one call), else None.  A stream of shorter calls ends on whichever call
+        crosses the batch length, more often a slow one, so only a long call's is an unbiased sample.
+        A workload step of seconds (warmed up beforehand) is then not run once more only to be counted."""
         counted, elapsed = self.calibration
-        return elapsed / counted if counted == self.calls else None
+        if counted == self.calls == 1 and elapsed >= LONG_CALL_BATCHES * self.plan.batch_seconds:
+            return elapsed
+        return None
 
     def warm_up(self) -> None:
         """The burst before a sample; also arms ``per_call_clock`` for this call's batch."""

@@ -249,7 +249,9 @@ def classification_job(
         arch, batch_size, seq, materialised_attention(backend)
     )
     require_memory(backend, need, f"{model} {mode} ({batch_size} x {seq} tokens)")
-    torch_model = torch_classifier(arch, labels, WEIGHT_SEED)
+    # used as it is only by torch on the CPU; a GPU or MLX gets a copy of its weights
+    used_as_built = backend.framework == "torch" and backend.torch_device() == "cpu"
+    torch_model = torch_classifier(arch, labels, WEIGHT_SEED, mapped=not used_as_built)
     if checkpoint is not None:
         load_user_checkpoint(torch_model, checkpoint, optional=("bert.pooler.", "classifier."))
     side = make_side(

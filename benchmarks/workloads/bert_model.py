@@ -228,10 +228,11 @@ def inference_bytes(arch: BertArch, batch: int, seq: int, materialised_attention
 # ---------------------------------------------------------------------------------------------------
 # Torch side: transformers' BERT, seeded
 # ---------------------------------------------------------------------------------------------------
-def torch_classifier(arch: BertArch, num_labels: int, seed: int) -> Any:
+def torch_classifier(arch: BertArch, num_labels: int, seed: int, mapped: bool = False) -> Any:
+    """transformers' BERT classifier with seeded weights (``mapped``: see ``seeded_model``)."""
     from transformers import BertForSequenceClassification
 
-    return seeded_model(BertForSequenceClassification, arch.hf_config(num_labels), seed)
+    return seeded_model(BertForSequenceClassification, arch.hf_config(num_labels), seed, mapped)
 
 
 @functools.cache

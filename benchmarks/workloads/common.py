@@ -110,11 +110,12 @@ def weights_file(cls: type, config: Any, seed: int) -> Path | None:
     return Path(folder) / f"weights-{cls.__name__}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
 
 
-def seeded_model(cls: type, config: Any, seed: int) -> Any:
+def seeded_model(cls: type, config: Any, seed: int, mapped: bool = False) -> Any:
     """``cls(config)`` (a transformers model) in eval mode with random weights drawn from ``seed``, the
     same in every process.  Drawing them is the slow part of a build (TinyLlama's 1.1B parameters: 19 s
     on the 2-core VM), and every parameter set of a job builds the model again in a process of its
-    own, so the first keeps the weights on disk and later ones build without drawing and load them."""
+    own, so the first keeps the weights on disk and later ones build without drawing and load them.
+    ``mapped``: the caller copies the weights elsewhere and never uses this model as it is (see below)."""
     path = weights_file(cls, config, seed)
     skip_init = _skipped_initialisation()
     if path is not None and skip_init is not None and path.exists():
@@ -122,10 +123,16 @@ def seeded_model(cls: type, config: Any, seed: int) -> Any:
             state = torch.load(path, mmap=True, weights_only=True)
             with skip_init():
                 model = cls(config)
-            # the file's tensors become the parameters (mapped copy-on-write, so training never writes
-            # the file), not copied into the ones just allocated: TinyLlama's 4.4 GB took 5.1-5.8 s to
-            # read back on an H200 host by copying; the parameters' own allocation is never touched
-            model.load_state_dict(state, strict=True, assign=True)
+            # ``mapped``: the caller only copies the weights elsewhere (a GPU, another dtype, MLX), so the
+            # file's tensors become the parameters (mapped copy-on-write: nothing ever writes the file)
+            # instead of being copied into the ones just allocated, never touched then.  TinyLlama's 4.4
+            # GB took 5.1-5.8 s to read back on an H200 host by copying.  A model used as it is keeps
+            # its own memory (the kernel may drop mapped pages under pressure and read them back
+            # while a benchmark runs).
+            try:
+                model.load_state_dict(state, strict=True, assign=mapped)
+            except TypeError:  # torch before 2.1 has no ``assign``
+                model.load_state_dict(state, strict=True)
             # transformers ties embeddings inside the ``init_weights`` that the context skipped
             model.tie_weights()
             touch(path)
@@ -150,10 +157,10 @@ def torch_weights(module: Any) -> dict[str, np.ndarray]:
 def mlx_from_torch(tensor: Any, dtype: str) -> Any:
     """A torch tensor as an MLX array of ``dtype``, rounded by torch (the same round-to-nearest-even as
     MLX's ``astype``, on all cores: TinyLlama's weights took 13.5 s to convert through float32 NumPy
-    arrays and MLX's ``astype`` on the 2-core VM).  NumPy has no bfloat16, so its bits pass as uint16."""
+    arrays and MLX's ``astype`` on the 2-core VM).  NumPy has no bfloat16, so its bits pass as int16."""
     rounded = tensor.detach().to(device="cpu", dtype=torch_dtype(dtype)).contiguous()
-    if dtype == "bfloat16":
-        return mx.array(rounded.view(torch.uint16).numpy()).view(mx.bfloat16)
+    if dtype == "bfloat16":  # int16: torch has uint16 only from 2.3
+        return mx.array(rounded.view(torch.int16).numpy()).view(mx.bfloat16)
     return mx.array(rounded.numpy())
 
 
@@ -170,8 +177,8 @@ def load_mlx(
     rename: Callable[[str], str | None] = lambda name: name,
     transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> None:
-    """Load ``weights`` (NumPy arrays, or torch tensors: converted by ``mlx_from_torch``) into an MLX
-    module, strictly: every MLX parameter must be given, with its shape.
+    """Load ``weights`` (NumPy arrays, or torch tensors: converted by ``mlx_from_torch`` unless a
+    transform applies) into an MLX module, strictly: every MLX parameter must be given, with its shape.
 
     ``rename`` maps a source name to the MLX name (``None`` drops it: buffers MLX computes itself);
     ``transforms`` maps an MLX name suffix to an array transform (conv weights: torch's (out, in, k) to
@@ -183,8 +190,10 @@ def load_mlx(
         if target is None:
             continue
         for suffix, transform in (transforms or {}).items():
-            if target.endswith(suffix):
-                value = transform(value if isinstance(value, np.ndarray) else value.detach().cpu().numpy())
+            if target.endswith(suffix):  # NumPy's transforms: a tensor goes through float32 (exact)
+                value = transform(
+                    value if isinstance(value, np.ndarray) else value.detach().float().cpu().numpy()
+                )
         if isinstance(value, np.ndarray):
             converted.append((target, mx.array(np.ascontiguousarray(value)).astype(getattr(mx, dtype))))
         else:

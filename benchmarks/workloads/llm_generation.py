@@ -171,13 +171,14 @@ def rope_settings(config: Any) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------
-def build_torch_model(config: Any, seed: int = 0, checkpoint: Any = None) -> Any:
-    """The transformers model in float32 on the CPU: random weights from ``seed``, or a checkpoint's."""
+def build_torch_model(config: Any, seed: int = 0, checkpoint: Any = None, mapped: bool = False) -> Any:
+    """The transformers model in float32 on the CPU: random weights from ``seed``, or a checkpoint's.
+    ``mapped``: the caller only copies its weights elsewhere (``seeded_model``)."""
     import transformers
 
     cls = transformers.LlamaForCausalLM if config.model_type == "llama" else transformers.PhiForCausalLM
     if checkpoint is None:
-        return seeded_model(cls, config, seed)
+        return seeded_model(cls, config, seed, mapped)
     torch.manual_seed(seed)
     model = cls(config).eval()
     state = {name: torch.from_numpy(value) for name, value in checkpoint.weights.items()}
@@ -405,7 +406,9 @@ def make_generator(
     decode: str = "eager",
     max_tokens: int = 0,
 ) -> Any:
-    torch_model = build_torch_model(config, seed, checkpoint)
+    # the torch model is used as it is only by torch on the CPU in float32; else its weights are copied
+    used_as_built = backend.framework == "torch" and backend.torch_device() == "cpu" and dtype == "float32"
+    torch_model = build_torch_model(config, seed, checkpoint, mapped=not used_as_built)
     if backend.framework == "torch":
         if decode == "graph":
             return TorchGraphGenerator(torch_model, backend, dtype, max_tokens)
@@ -523,6 +526,7 @@ LLM_JOB = JobSpec(
         list(DECODE_VARIANTS),
     ],
     param_names=["backend", "model", "dtype", "decode"],
+    warmed_at_build=True,  # the build generates once: prefill and every decode step
     build=lambda backend, model, dtype, decode: GenerationJob(
         backend, model, dtype, decode, CONFIGS[active_profile().name]
     ),

@@ -52,7 +52,9 @@ def test_unknown_case_and_dtype_are_skips_naming_the_choices():
 def test_a_classs_inputs_are_drawn_ahead_together_as_each_case_would_draw_them(tmp_path, monkeypatch):
     from benchmarks.harness import inputs, run
 
-    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path / "made-when-first-needed"))
+    tmp_path = tmp_path / "made-when-first-needed"
+    monkeypatch.setattr(run, "usable_cores", lambda: 4)
     profile = get_profile("quick")
     labels = [case.label for case in SOFTMAX.quick]
     dtypes = profile.stored_dtypes(SOFTMAX.low_precision)
@@ -78,3 +80,28 @@ def test_nothing_is_drawn_ahead_without_a_cache_or_beyond_its_bound(tmp_path, mo
     monkeypatch.setenv("MTB_INPUT_CACHE_GB", "0.0001")  # 100 kB: less than the cases' files together
     assert run.draw_ahead(SOFTMAX, get_profile("quick"), labels) == 0
     assert not list(tmp_path.iterdir())
+
+
+def test_a_dtype_left_out_is_drawn_ahead_and_a_failing_draw_is_left_to_its_set(tmp_path, monkeypatch):
+    import dataclasses
+
+    from benchmarks.harness import run
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    monkeypatch.setattr(run, "usable_cores", lambda: 4)
+    profile = get_profile("quick")
+    labels = [case.label for case in SOFTMAX.quick]
+    assert run.draw_ahead(SOFTMAX, profile, labels) == len(labels)
+    evicted = [run._inputs_file(SOFTMAX, case, "bfloat16") for case in SOFTMAX.quick[:2]]
+    for path in evicted:
+        path.unlink()
+    assert run.draw_ahead(SOFTMAX, profile, labels) == 2
+    assert all(path.exists() for path in evicted)
+
+    def make_inputs(rng, case):
+        if case.label == labels[1]:
+            raise MemoryError("this case does not fit")
+        return SOFTMAX.make_inputs(rng, case)
+
+    failing = dataclasses.replace(SOFTMAX, name="SoftmaxFailingOnce", make_inputs=make_inputs)
+    assert run.draw_ahead(failing, profile, labels) == len(labels) - 1

@@ -89,22 +89,21 @@ def test_calibration_counts_a_stream_as_long_as_a_batch(clock):
     assert TimedCall(call, plan).calls == 1
 
 
-def test_a_calibration_stream_of_one_batch_is_a_sample_and_an_uneven_one_is_not(clock):
+def test_only_a_long_calls_calibration_stream_is_a_sample(clock):
     plan = SamplePlan(warmup_seconds=0.0, batch_seconds=0.02)
     durations: list[float] = []
 
     def call() -> None:
         clock.now += durations.pop(0) if durations else 0.5
 
-    long_call = TimedCall(call, plan)
+    long_call = TimedCall(call, plan)  # 0.5 s: 25 batches
     assert long_call.calls == 1 and long_call.calibration_sample() == pytest.approx(0.5)
-    durations[:] = [0.003] * 7  # 7 calls reach 0.02 s, and a batch is then 7 calls: the stream was one
+    durations[:] = [0.03]  # one call, but under ten batches: the call that crossed the batch length
+    assert TimedCall(call, plan).calibration_sample() is None
+    durations[:] = [0.003] * 7  # a stream of short calls ends on whichever crosses the batch length
     steady = TimedCall(call, plan)
-    assert steady.calls == 7 and steady.calibration_sample() == pytest.approx(0.003)
-    durations[:] = [0.001] * 4 + [0.05]  # one slow call ends the stream: 5 calls, but batches of 2
-    uneven = TimedCall(call, plan)
-    assert uneven.calibration == (5, pytest.approx(0.054)) and uneven.calls == 2
-    assert uneven.calibration_sample() is None
+    assert steady.calls == 7 and steady.calibration == (7, pytest.approx(0.021))
+    assert steady.calibration_sample() is None
 
 
 def test_no_garbage_is_collected_while_calibrating():

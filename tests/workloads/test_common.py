@@ -26,3 +26,19 @@ def test_torch_tensors_load_as_their_numpy_arrays_do(dtype):
     got, expected = mlx_weights(from_torch), mlx_weights(from_numpy)
     for name, value in expected.items():
         np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_rounds_as_mlx_does_over_every_kind_of_float32(dtype):
+    import mlx.core as mx
+
+    from benchmarks.workloads.common import mlx_from_torch
+
+    bits = np.random.default_rng(1).integers(0, 2**32, size=1 << 20, dtype=np.uint64).astype(np.uint32)
+    values = bits.view(np.float32)
+    ties = (np.arange(1 << 16, dtype=np.uint32) << 16 | 0x8000).view(np.float32)  # halfway in bfloat16
+    special = np.array([np.inf, -np.inf, 0.0, -0.0, 65504.0, 65520.0, 1e-45, 6e-8, 3e38], np.float32)
+    values = np.concatenate([values[~np.isnan(values)], ties[~np.isnan(ties)], special])
+    got = np.array(mlx_from_torch(torch.from_numpy(values), dtype).astype(mx.float32))
+    expected = np.array(mx.array(values).astype(getattr(mx, dtype)).astype(mx.float32))
+    np.testing.assert_array_equal(got, expected)

@@ -120,9 +120,8 @@ def test_bfloat16_generation_stays_close_to_the_other_framework():
 def test_both_frameworks_hold_the_same_rounded_weights(dtype):
     config = _config("phi-2")
     (_, torch_side), (_, mlx_side) = _generators(config, dtype)
-    held = {name: np.asarray(value) for name, value in mlx_weights(mlx_side.model).items()}
+    held = mlx_weights(mlx_side.model)
     for name, tensor in torch_side.model.state_dict().items():
-        assert str(held[name].dtype) == "float32"
         np.testing.assert_array_equal(held[name], tensor.float().cpu().numpy(), err_msg=name)
     assert str(mlx_side.model.parameters()["lm_head"]["weight"].dtype) == f"mlx.core.{dtype}"
 
@@ -350,29 +349,25 @@ def test_sharded_and_pickled_checkpoints_load_and_a_missing_shard_is_named(tiny_
         read_weights(tmp_path)
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize(("model", "tied"), MODELS_AND_TYING)
-def test_kept_weights_rebuild_the_same_model_without_drawing_them(model, tied, tmp_path, monkeypatch):
+def test_kept_weights_rebuild_the_same_model_without_drawing_them(model, tied, mapped, tmp_path, monkeypatch):
     from benchmarks.workloads import common
 
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     config = _config(model, tie_word_embeddings=tied)
     drawn = llm.build_torch_model(config, seed=3)
     assert len(list(tmp_path.glob("weights-*.pt"))) == 1
-    skipped = []
-    real = common._skipped_initialisation()
-
-    def counting():
-        skipped.append(True)
-        return real()
-
-    monkeypatch.setattr(common, "_skipped_initialisation", lambda: counting)
-    loaded = llm.build_torch_model(config, seed=3)
-    assert skipped == [True]
+    draws: list[int] = []
+    monkeypatch.setattr(common.torch, "manual_seed", lambda seed: draws.append(seed))
+    loaded = llm.build_torch_model(config, seed=3, mapped=mapped)
+    assert draws == [], "the kept weights must be loaded, not drawn again"
+    monkeypatch.undo()
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     assert torch_weights(loaded).keys() == torch_weights(drawn).keys()
     for name, value in torch_weights(drawn).items():
         np.testing.assert_array_equal(torch_weights(loaded)[name], value, err_msg=name)
-    if tied:
-        assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tied
     # buffers made in __init__ (rotary frequencies) are not in the file: the logits show they are right
     tokens = torch.from_numpy(llm.make_prompt(config, 12))
     with torch.inference_mode():
@@ -385,11 +380,11 @@ def test_kept_weights_rebuild_the_same_model_without_drawing_them(model, tied, t
     assert not torch.equal(other.lm_head.weight, drawn.lm_head.weight)
 
 
-def test_training_a_model_read_back_from_the_cache_never_changes_the_kept_weights(tmp_path, monkeypatch):
+def test_training_a_mapped_model_never_changes_the_kept_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     config = _config("tinyllama")
     drawn = torch_weights(llm.build_torch_model(config, seed=5))
-    loaded = llm.build_torch_model(config, seed=5)
+    loaded = llm.build_torch_model(config, seed=5, mapped=True)
     with torch.no_grad():
         for parameter in loaded.parameters():
             parameter.add_(1.0)  # as an optimizer step does, in place
@@ -397,3 +392,18 @@ def test_training_a_model_read_back_from_the_cache_never_changes_the_kept_weight
     again = torch_weights(llm.build_torch_model(config, seed=5))
     for name, value in drawn.items():
         np.testing.assert_array_equal(again[name], value, err_msg=name)
+
+
+def test_a_model_used_as_built_holds_its_own_memory_and_a_mapped_one_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    config = _config("tinyllama")
+    llm.build_torch_model(config, seed=6)
+    (kept,) = tmp_path.glob("weights-*.pt")
+    own = llm.build_torch_model(config, seed=6, mapped=False)
+    mapped = llm.build_torch_model(config, seed=6, mapped=True)
+    before = own.model.norm.weight.detach().clone()
+    assert torch.equal(mapped.model.norm.weight, before)
+    with open(kept, "r+b") as handle:  # the file's pages change under the mapping, not under own memory
+        handle.write(b"\0" * kept.stat().st_size)
+    assert torch.equal(own.model.norm.weight, before)
+    assert not torch.equal(mapped.model.norm.weight, before)
