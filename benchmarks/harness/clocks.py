@@ -236,6 +236,7 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
     at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
     spent: dict[str, dict[str, float]] = {}
     built: dict[str, dict[str, float]] = {}  # per job: sets, building, measuring
+    build_phases: dict[str, dict[str, float]] = {}  # per job: seconds per phase of its builds
     ahead = {"cases": 0, "seconds": 0.0}  # inputs drawn before the ops' measuring processes
     measured: list[tuple[str, str, dict[str, float]]] = []  # (op, backend, its readings) per set
     by_op: dict[str, float] = {}
@@ -252,6 +253,9 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             job = built.setdefault(key[0], {"sets": 0, "build": 0.0, "measure": 0.0})
             job["sets"] += 1
             job["build"] += float(row["build_s"])
+            for phase_name, seconds in (row.get("build_phases") or {}).items():
+                phases = build_phases.setdefault(key[0], {})
+                phases[phase_name] = phases.get(phase_name, 0.0) + float(seconds)
             by_op[key[0]] = by_op.get(key[0], 0.0) + float(row["build_s"])
             latest[key] = {"before": at[id(row)]}
         elif phase == "after" and key[0] in built and key in latest:
@@ -282,9 +286,10 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             f"probing, {b['samples']:.0f} s sampling"
         )
     for name, j in sorted(built.items()):
+        phases = ", ".join(f"{phase} {s:.0f} s" for phase, s in build_phases.get(name, {}).items())
         lines.append(
-            f"{name}: {j['sets']:.0f} parameter sets, {j['build']:.0f} s building, "
-            f"{j['measure']:.0f} s measuring"
+            f"{name}: {j['sets']:.0f} parameter sets, {j['build']:.0f} s building"
+            f"{f' ({phases})' if phases else ''}, {j['measure']:.0f} s measuring"
         )
     if ahead["cases"]:
         lines.append(f"inputs of {ahead['cases']} cases drawn ahead in {ahead['seconds']:.0f} s")

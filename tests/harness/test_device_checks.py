@@ -173,7 +173,10 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
                   "cases": 2, "seconds": 3.0})  # fmt: skip
     job = ["torch-cuda", "tinyllama", "float16", "eager"]  # a workload's set: built, then measured
     lines += [
-        {**reading(job, "before", 31.0, build_s=12.5), "benchmark": "LLMGeneration"},
+        {
+            **reading(job, "before", 31.0, build_s=12.5, build_phases={"model": 4.2, "first generate": 8.3}),
+            "benchmark": "LLMGeneration",
+        },
         {**reading(job, "after", 39.0), "benchmark": "LLMGeneration"},
     ]
     later = ["8x8", "float32", "torch-cuda"]  # another op in a later run, kept in the same file
@@ -188,7 +191,7 @@ def test_a_clocks_file_says_where_each_backends_time_went(tmp_path):
         "52 s from the first clock reading to the last",
         "mlx-gpu: 1 parameter sets, 0 s preparing, 0 s probing, 1 s sampling",
         "torch-cuda: 3 parameter sets, 5 s preparing, 2 s probing, 3 s sampling",
-        "LLMGeneration: 1 parameter sets, 12 s building, 8 s measuring",
+        "LLMGeneration: 1 parameter sets, 12 s building (model 4 s, first generate 8 s), 8 s measuring",
         "inputs of 2 cases drawn ahead in 3 s",
         "most time: LLMGeneration 20 s, GELU 8 s, Sum 6 s",
     ]

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.harness import jobs
 from benchmarks.harness.backends import get_backend, is_out_of_memory
 from benchmarks.harness.frameworks import torch
+from benchmarks.harness.jobs import JobSpec
 from tests.harness import fake_jobs
 from tests.harness.fake_jobs import COUNTER_JOB, Counter, CounterJob
 
@@ -144,3 +145,21 @@ def test_a_forked_measuring_process_reports_through_its_pipe():
     assert jobs.measure_in_fork(COUNTER_JOB, (-1,)) == {"skip": "size -1: negative sizes are not run"}
     failed = jobs.measure_in_fork(COUNTER_JOB, (13,))
     assert "ValueError: size 13 breaks the build" in failed["error"] and "Traceback" in failed["traceback"]
+
+
+def test_a_jobs_build_time_and_its_phases_go_to_the_clock_reading(monkeypatch):
+    from types import SimpleNamespace
+
+    from benchmarks.harness import clocks
+
+    readings = []
+    monkeypatch.setattr(clocks, "record", lambda *args: readings.append(args))
+    job = SimpleNamespace(backend=get_backend("torch-cpu"), build_phases={"model": 0.25, "warm-up": 0.5})
+    spec = JobSpec(
+        name="Phased", module=__name__, doc="", params=[[1]], param_names=["n"],
+        build=lambda n: job, timings={}, tracks={},
+    )  # fmt: skip
+    jobs.measure_job(spec, (1,))
+    (name, params, phase, _, extra), after = readings[0], readings[1]
+    assert (name, params, phase, after[2]) == ("Phased", (1,), "before", "after")
+    assert extra["build_s"] >= 0 and extra["build_phases"] == {"model": 0.25, "warm-up": 0.5}

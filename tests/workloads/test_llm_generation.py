@@ -407,3 +407,9 @@ def test_a_model_used_as_built_holds_its_own_memory_and_a_mapped_one_the_files(t
         handle.write(b"\0" * kept.stat().st_size)
     assert torch.equal(own.model.norm.weight, before)
     assert not torch.equal(mapped.model.norm.weight, before)
+
+
+def test_a_generation_job_says_where_its_builds_time_went():
+    job = llm.GenerationJob(TORCH_TEST_BACKEND, "tinyllama", "float32", "eager", llm.CONFIGS["quick"])
+    assert set(job.build_phases) == {"model", "first generate"}
+    assert all(seconds > 0 for seconds in job.build_phases.values())
