@@ -146,7 +146,7 @@ def record(
         state = read()
     except Exception:  # a reading must never fail the benchmark it describes
         state = None
-    path = facts.facts_path()
+    path = _clocks_file()
     if state is None or path is None:
         return
     entry = {
@@ -158,7 +158,13 @@ def record(
         **(extra or {}),
         **state,
     }
-    facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
+    facts.record(entry, path)
+
+
+def _clocks_file() -> Path | None:
+    """Beside the run facts: ``<commit>-<env>.clocks.jsonl`` (None outside asv)."""
+    path = facts.facts_path()
+    return None if path is None else path.with_name(path.name.replace(".jsonl", ".clocks.jsonl"))
 
 
 def now() -> str:
@@ -169,11 +175,9 @@ def now() -> str:
 def record_host(benchmark: str, phase: str, began: str, extra: dict[str, Any]) -> None:
     """Append a reading of host work outside any parameter set, stamped when it ``began`` (no GPU state:
     it may come from a process that must not touch the device before it forks), with ``extra`` figures."""
-    path = facts.facts_path()
-    if path is None:
-        return
-    entry = {"benchmark": benchmark, "phase": phase, "at": began, **extra}
-    facts.record(entry, path.with_name(path.name.replace(".jsonl", ".clocks.jsonl")))
+    path = _clocks_file()
+    if path is not None:
+        facts.record({"benchmark": benchmark, "phase": phase, "at": began, **extra}, path)
 
 
 def record_sample(benchmark: str, params: Sequence[Any], done: int, repeat: int, backend: Backend) -> None:

@@ -15,6 +15,7 @@ where parity is measured (``as_float64``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import os
@@ -50,7 +51,9 @@ FILE_FORMAT = "count-then-arrays-1"
 STALE_PARTIAL_SECONDS = 3600.0
 
 
+@functools.cache
 def _source(fn: Callable[..., object]) -> str:
+    """A function's source (read once per process: every case's key, dtype and reference needs it)."""
     try:
         return inspect.getsource(fn)
     except (OSError, TypeError):  # a lambda made at run time: its name and code object instead

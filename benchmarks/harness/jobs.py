@@ -12,11 +12,10 @@ methods read the figures: a timing returns its samples in asv's own timing forma
 confidence interval exactly as for a ``time_`` benchmark; its unit is seconds.
 
 A timing's samples follow harness/timing.py: a calibration stream (which warms the call up), then samples
-taken back to back, each
-a batch of calls lasting about the profile's batch length (one call for steps longer than that), so
-every sample is one call in a steady stream.  A job whose build ran every timed call once
-(``warmed_at_build``) counts a calibration stream of one long call (ten batches or more) as its first
-sample: a generate call of seconds is not run once more only to be counted.
+taken back to back, each a batch of calls lasting about the profile's batch length (one call for steps
+longer than that), so every sample is one call in a steady stream.  A job whose build ran every timed
+call once (``warmed_at_build``) counts a calibration stream of one long call (ten batches or more) as its
+first sample: a generate call of seconds is not run once more only to be counted.
 
 asv keys a ``setup_cache`` by its source line, so each workload class defines its own two-line
 ``setup_cache`` that calls ``measure_all``; everything else comes from the spec.

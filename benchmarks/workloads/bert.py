@@ -57,6 +57,7 @@ from benchmarks.workloads.common import (
     mlx_weights,
     peak_bytes,
     require_memory,
+    runs_as_built,
     torch_weights,
 )
 
@@ -249,9 +250,7 @@ def classification_job(
         arch, batch_size, seq, materialised_attention(backend)
     )
     require_memory(backend, need, f"{model} {mode} ({batch_size} x {seq} tokens)")
-    # used as it is only by torch on the CPU; a GPU or MLX gets a copy of its weights
-    used_as_built = backend.framework == "torch" and backend.torch_device() == "cpu"
-    torch_model = torch_classifier(arch, labels, WEIGHT_SEED, mapped=not used_as_built)
+    torch_model = torch_classifier(arch, labels, WEIGHT_SEED, mapped=not runs_as_built(backend))
     if checkpoint is not None:
         load_user_checkpoint(torch_model, checkpoint, optional=("bert.pooler.", "classifier."))
     side = make_side(

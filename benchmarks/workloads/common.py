@@ -110,6 +110,13 @@ def weights_file(cls: type, config: Any, seed: int) -> Path | None:
     return Path(folder) / f"weights-{cls.__name__}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.pt"
 
 
+def runs_as_built(backend: Backend, dtype: str = "float32") -> bool:
+    """Whether a workload's float32 torch model is itself what ``backend`` runs (torch on the CPU in
+    float32), rather than a copy of its weights on a GPU, in another dtype or in MLX: only then must
+    the model hold its weights in its own memory (``seeded_model``'s ``mapped``)."""
+    return backend.framework == "torch" and backend.torch_device() == "cpu" and dtype == "float32"
+
+
 def seeded_model(cls: type, config: Any, seed: int, mapped: bool = False) -> Any:
     """``cls(config)`` (a transformers model) in eval mode with random weights drawn from ``seed``, the
     same in every process.  Drawing them is the slow part of a build (TinyLlama's 1.1B parameters: 19 s

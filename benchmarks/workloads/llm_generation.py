@@ -53,6 +53,7 @@ from benchmarks.workloads.common import (
     peak_bytes,
     require_memory,
     require_module,
+    runs_as_built,
     seeded_model,
 )
 
@@ -407,9 +408,7 @@ def make_generator(
     decode: str = "eager",
     max_tokens: int = 0,
 ) -> Any:
-    # the torch model is used as it is only by torch on the CPU in float32; else its weights are copied
-    used_as_built = backend.framework == "torch" and backend.torch_device() == "cpu" and dtype == "float32"
-    torch_model = build_torch_model(config, seed, checkpoint, mapped=not used_as_built)
+    torch_model = build_torch_model(config, seed, checkpoint, mapped=not runs_as_built(backend, dtype))
     if backend.framework == "torch":
         if decode == "graph":
             return TorchGraphGenerator(torch_model, backend, dtype, max_tokens)

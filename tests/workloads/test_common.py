@@ -42,3 +42,13 @@ def test_torch_rounds_as_mlx_does_over_every_kind_of_float32(dtype):
     got = np.array(mlx_from_torch(torch.from_numpy(values), dtype).astype(mx.float32))
     expected = np.array(mx.array(values).astype(getattr(mx, dtype)).astype(mx.float32))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_only_torch_on_the_cpu_in_float32_runs_the_built_model_itself():
+    from benchmarks.harness.backends import get_backend
+    from benchmarks.workloads.common import runs_as_built
+
+    assert runs_as_built(get_backend("torch-cpu"))
+    assert not runs_as_built(get_backend("torch-cpu"), "bfloat16")
+    assert not runs_as_built(get_backend("mlx-cpu"))
+    assert not runs_as_built(get_backend("torch-cuda"))
