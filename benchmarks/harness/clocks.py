@@ -239,6 +239,7 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
         return []
     at = {id(r): datetime.datetime.fromisoformat(r["at"]).timestamp() for r in rows}
     spent: dict[str, dict[str, float]] = {}
+    probe_seconds: dict[str, dict[str, float]] = {}  # per op backend: seconds per probe
     built: dict[str, dict[str, float]] = {}  # per job: sets, building, measuring
     build_phases: dict[str, dict[str, float]] = {}  # per job: seconds per phase of its builds
     ahead = {"cases": 0, "seconds": 0.0}  # inputs drawn before the ops' measuring processes
@@ -275,6 +276,9 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             measured.append((key[0], params[-1], latest[key]))
         elif key in latest and phase in ("after probes", "after last sample"):
             latest[key][phase] = at[id(row)]
+            for probe, seconds in (row.get("probe_s") or {}).items():
+                per_probe = probe_seconds.setdefault(params[-1], {})
+                per_probe[probe] = per_probe.get(probe, 0.0) + float(seconds)
     for op, name, marks in measured:
         backend = spent[name]
         probed = marks.get("after probes", marks["before"])
@@ -285,9 +289,10 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
     span = max(at.values()) - min(at.values())
     lines = [f"{span:.0f} s from the first clock reading to the last"]
     for name, b in sorted(spent.items()):
+        per_probe = ", ".join(f"{probe} {s:.0f} s" for probe, s in probe_seconds.get(name, {}).items())
         lines.append(
             f"{name}: {b['sets']:.0f} parameter sets, {b['prepare']:.0f} s preparing, {b['probes']:.0f} s "
-            f"probing, {b['samples']:.0f} s sampling"
+            f"probing{f' ({per_probe})' if per_probe else ''}, {b['samples']:.0f} s sampling"
         )
     for name, j in sorted(built.items()):
         phases = ", ".join(f"{phase} {s:.0f} s" for phase, s in build_phases.get(name, {}).items())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,26 +40,29 @@ def probe_file(scratch: str, key: tuple[str, ...]) -> Path:
 
 
 def measure(run: OpRun) -> dict[str, Any]:
-    """Every probe of one prepared run: ``{"figures": {probe: value}, "errors": {probe: text}}`` (a probe
-    that fails is reported for itself alone)."""
+    """Every probe of one prepared run: ``{"figures": {probe: value}, "errors": {probe: text},
+    "seconds": {probe: time it took}}`` (a probe that fails is reported for itself alone)."""
     probes: dict[str, Callable[[], float]] = {
         "peak_memory": run.peak_memory_bytes,
         "parity_error": run.parity_error,
         "throughput": run.throughput,
     }
-    out: dict[str, Any] = {"figures": {}, "errors": {}}
+    out: dict[str, Any] = {"figures": {}, "errors": {}, "seconds": {}}
     for name, probe in probes.items():
+        started = time.perf_counter()
         try:
             out["figures"][name] = float(probe())
         except Exception as exc:
             out["errors"][name] = f"{type(exc).__name__}: {exc}"
+        out["seconds"][name] = round(time.perf_counter() - started, 4)
     return out
 
 
 def measure_recorded(key: tuple[str, ...], run: OpRun) -> dict[str, Any]:
-    """``measure``, then the GPU's state after it."""
+    """``measure``, then the GPU's state after it, with the seconds each probe took."""
     found = measure(run)
-    clocks.record(key[0], key[1:4], "after probes", getattr(run, "backend", None))
+    backend = getattr(run, "backend", None)
+    clocks.record(key[0], key[1:4], "after probes", backend, {"probe_s": found["seconds"]})
     return found
 
 

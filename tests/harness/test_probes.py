@@ -76,6 +76,20 @@ def test_a_failing_probe_fails_alone(tmp_path):
     assert probes.figure(str(tmp_path), KEY, "throughput") == 12.5
 
 
+def test_each_probe_says_how_long_it_took_even_when_it_fails(monkeypatch):
+    import time
+
+    class SlowParity(FakeRun):
+        def parity_error(self) -> float:
+            time.sleep(0.05)
+            return super().parity_error()
+
+    found = probes.measure(SlowParity(fail="parity_error"))
+    assert set(found["seconds"]) == {"peak_memory", "parity_error", "throughput"}
+    assert found["seconds"]["parity_error"] >= 0.05  # the sleep is inside its own entry
+    assert "parity_error" in found["errors"]
+
+
 def _counting_prepares(monkeypatch) -> list[tuple]:
     """Every ``OpRun.prepare`` from now on, recorded (a process that prepares pays a device context)."""
     prepares: list[tuple] = []
