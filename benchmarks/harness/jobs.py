@@ -42,7 +42,7 @@ from benchmarks.harness.backends import is_out_of_memory
 from benchmarks.harness.facts import noting_skips
 from benchmarks.harness.frameworks import fork_is_safe
 from benchmarks.harness.profiles import active_profile
-from benchmarks.harness.timing import TimedCall
+from benchmarks.harness.timing import MEASUREMENT_VERSION, TimedCall
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +84,11 @@ class JobSpec:
     # modules, not only the package: transformers loads them lazily, and a forked BERT process took
     # 2.6 s with `transformers` imported before the fork, 0.7 s with its modeling module.
     preimport: tuple[str, ...] = ()
+    # What the job's figures mean: raise it when the workload changes what it measures (its model, sizes
+    # or procedure), so asv starts a new series there instead of comparing across the change.  asv's own
+    # version, a hash of the benchmark's source, would see only this module's generic methods: it missed
+    # every change to a workload, and an edit here orphaned every job's history.
+    version: int = 1
 
     def combos(self) -> list[tuple[Any, ...]]:
         return list(itertools.product(*self.params))
@@ -280,6 +285,11 @@ def figures_for(figures: Mapping[str, Any], params: Sequence[Any]) -> dict[str, 
     return found
 
 
+def job_version(spec: JobSpec) -> str:
+    """asv's version of every method of a job's class: the timing procedure and the job's own meaning."""
+    return f"{MEASUREMENT_VERSION}+job-{spec.version}"
+
+
 def job_benchmark(spec: JobSpec) -> type:
     """The asv class of a job (subclass it with a ``setup_cache`` that returns ``measure_all(spec)``)."""
 
@@ -294,6 +304,7 @@ def job_benchmark(spec: JobSpec) -> type:
         "param_names": list(spec.param_names),
         # setup_cache measures every parameter set of the class
         "timeout": spec.timeout * max(1, len(spec.combos())),
+        "version": job_version(spec),
         "setup": setup,
     }
     for metric in spec.timings:

@@ -163,3 +163,30 @@ def test_a_jobs_build_time_and_its_phases_go_to_the_clock_reading(monkeypatch):
     (name, params, phase, _, extra), after = readings[0], readings[1]
     assert (name, params, phase, after[2]) == ("Phased", (1,), "before", "after")
     assert extra["build_s"] >= 0 and extra["build_phases"] == {"model": 0.25, "warm-up": 0.5}
+
+
+def test_a_jobs_asv_version_is_its_declared_meaning_not_the_harnesss_source():
+    import dataclasses
+    import sys
+
+    from asv_runner.benchmarks.time import TimeBenchmark
+    from asv_runner.benchmarks.track import TrackBenchmark
+
+    def versions(spec: JobSpec) -> set[str]:
+        """asv's version of each method of the job's class, as asv_runner resolves it."""
+        cls = jobs.job_benchmark(spec)
+        out = set()
+        for name in dir(cls):
+            if name.startswith("track_"):
+                func = getattr(cls(), name)
+                kind = TimeBenchmark if name.startswith("time_") else TrackBenchmark
+                out.add(kind(f"m.{spec.name}.{name}", func, [func, cls, sys.modules[__name__]]).version)
+        return out
+
+    declared = versions(COUNTER_JOB)
+    assert len(declared) == 1  # timings and tracks alike
+    # another build (what the workload does) under the same declared meaning keeps its history ...
+    assert versions(dataclasses.replace(COUNTER_JOB, build=lambda size: Counter(size))) == declared
+    # ... and a raised version starts a new series
+    raised = versions(dataclasses.replace(COUNTER_JOB, version=COUNTER_JOB.version + 1))
+    assert raised.isdisjoint(declared) and len(raised) == 1
