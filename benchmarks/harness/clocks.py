@@ -226,6 +226,19 @@ DRAWN_AHEAD = "inputs drawn ahead"
 SLOWEST_OPS = 5
 
 
+def _add_seconds(totals: dict[str, dict[str, float]], group: str, parts: Mapping[str, Any] | None) -> None:
+    """Add a reading's seconds per part (a job build's phases, an op's probes) to ``group``'s sums."""
+    for part, seconds in (parts or {}).items():
+        sums = totals.setdefault(group, {})
+        sums[part] = sums.get(part, 0.0) + float(seconds)
+
+
+def _split(parts: Mapping[str, float] | None) -> str:
+    """`` (part N s, ...)`` for the parts that took half a second or more, else nothing."""
+    shown = ", ".join(f"{part} {s:.0f} s" for part, s in (parts or {}).items() if s >= 0.5)
+    return f" ({shown})" if shown else ""
+
+
 def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[str]:
     """Where a run's time went, from the readings of a clocks file: per op backend, seconds preparing
     (device context, inputs, compiling, warm-up), probing (peak memory, parity, throughput) and sampling,
@@ -258,9 +271,7 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             job = built.setdefault(key[0], {"sets": 0, "build": 0.0, "measure": 0.0})
             job["sets"] += 1
             job["build"] += float(row["build_s"])
-            for phase_name, seconds in (row.get("build_phases") or {}).items():
-                phases = build_phases.setdefault(key[0], {})
-                phases[phase_name] = phases.get(phase_name, 0.0) + float(seconds)
+            _add_seconds(build_phases, key[0], row.get("build_phases"))
             by_op[key[0]] = by_op.get(key[0], 0.0) + float(row["build_s"])
             latest[key] = {"before": at[id(row)]}
         elif phase == "after" and key[0] in built and key in latest:
@@ -276,9 +287,7 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
             measured.append((key[0], params[-1], latest[key]))
         elif key in latest and phase in ("after probes", "after last sample"):
             latest[key][phase] = at[id(row)]
-            for probe, seconds in (row.get("probe_s") or {}).items():
-                per_probe = probe_seconds.setdefault(params[-1], {})
-                per_probe[probe] = per_probe.get(probe, 0.0) + float(seconds)
+            _add_seconds(probe_seconds, params[-1], row.get("probe_s"))
     for op, name, marks in measured:
         backend = spent[name]
         probed = marks.get("after probes", marks["before"])
@@ -289,16 +298,14 @@ def where_time_went(path: Path, since: datetime.datetime | None = None) -> list[
     span = max(at.values()) - min(at.values())
     lines = [f"{span:.0f} s from the first clock reading to the last"]
     for name, b in sorted(spent.items()):
-        per_probe = ", ".join(f"{probe} {s:.0f} s" for probe, s in probe_seconds.get(name, {}).items())
         lines.append(
             f"{name}: {b['sets']:.0f} parameter sets, {b['prepare']:.0f} s preparing, {b['probes']:.0f} s "
-            f"probing{f' ({per_probe})' if per_probe else ''}, {b['samples']:.0f} s sampling"
+            f"probing{_split(probe_seconds.get(name))}, {b['samples']:.0f} s sampling"
         )
     for name, j in sorted(built.items()):
-        phases = ", ".join(f"{phase} {s:.0f} s" for phase, s in build_phases.get(name, {}).items())
         lines.append(
             f"{name}: {j['sets']:.0f} parameter sets, {j['build']:.0f} s building"
-            f"{f' ({phases})' if phases else ''}, {j['measure']:.0f} s measuring"
+            f"{_split(build_phases.get(name))}, {j['measure']:.0f} s measuring"
         )
     if ahead["cases"]:
         lines.append(f"inputs of {ahead['cases']} cases drawn ahead in {ahead['seconds']:.0f} s")

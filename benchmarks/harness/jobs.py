@@ -120,6 +120,11 @@ def build_job(describe: str, build: Callable[[], Any]) -> Any:
         ) from None
 
 
+# What a job's timing sample is (harness/timing.py's stream, taken by ``timing_samples`` below): raise it
+# when that changes, and every job starts a new series.
+JOB_SAMPLES_VERSION = 1
+
+
 def timing_samples(
     call: Callable[[], Any], samples: tuple[int, int, float], warmed: bool = False
 ) -> list[float]:
@@ -286,8 +291,9 @@ def figures_for(figures: Mapping[str, Any], params: Sequence[Any]) -> dict[str, 
 
 
 def job_version(spec: JobSpec) -> str:
-    """asv's version of every method of a job's class: the timing procedure and the job's own meaning."""
-    return f"{MEASUREMENT_VERSION}+job-{spec.version}"
+    """asv's version of every method of a job's class: the timing procedure, the jobs' samples and the
+    job's own meaning."""
+    return f"{MEASUREMENT_VERSION}+samples-{JOB_SAMPLES_VERSION}+job-{spec.version}"
 
 
 def job_benchmark(spec: JobSpec) -> type:

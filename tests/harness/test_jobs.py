@@ -169,24 +169,20 @@ def test_a_jobs_asv_version_is_its_declared_meaning_not_the_harnesss_source():
     import dataclasses
     import sys
 
-    from asv_runner.benchmarks.time import TimeBenchmark
     from asv_runner.benchmarks.track import TrackBenchmark
 
-    def versions(spec: JobSpec) -> set[str]:
-        """asv's version of each method of the job's class, as asv_runner resolves it."""
-        cls = jobs.job_benchmark(spec)
-        out = set()
-        for name in dir(cls):
-            if name.startswith("track_"):
-                func = getattr(cls(), name)
-                kind = TimeBenchmark if name.startswith("time_") else TrackBenchmark
-                out.add(kind(f"m.{spec.name}.{name}", func, [func, cls, sys.modules[__name__]]).version)
-        return out
+    from benchmarks.harness.timing import MEASUREMENT_VERSION
 
-    declared = versions(COUNTER_JOB)
-    assert len(declared) == 1  # timings and tracks alike
-    # another build (what the workload does) under the same declared meaning keeps its history ...
-    assert versions(dataclasses.replace(COUNTER_JOB, build=lambda size: Counter(size))) == declared
-    # ... and a raised version starts a new series
-    raised = versions(dataclasses.replace(COUNTER_JOB, version=COUNTER_JOB.version + 1))
-    assert raised.isdisjoint(declared) and len(raised) == 1
+    def versions(spec: JobSpec) -> set[str]:
+        """asv's version of each method of the job's class (all ``track_``), as asv_runner resolves it."""
+        cls = jobs.job_benchmark(spec)
+        methods = [getattr(cls(), name) for name in dir(cls) if name.startswith("track_")]
+        module = sys.modules[__name__]
+        return {TrackBenchmark(f"m.{spec.name}.x", f, [f, cls, module]).version for f in methods}
+
+    # timings and tracks alike: the timing procedure, the jobs' samples and the job's meaning; the
+    # results recorded under it were relabelled to exactly this string
+    assert versions(COUNTER_JOB) == {f"{MEASUREMENT_VERSION}+samples-1+job-1"}
+    # a raised version starts a new series
+    raised = versions(dataclasses.replace(COUNTER_JOB, version=2))
+    assert raised == {f"{MEASUREMENT_VERSION}+samples-1+job-2"}

@@ -77,17 +77,22 @@ def test_a_failing_probe_fails_alone(tmp_path):
 
 
 def test_each_probe_says_how_long_it_took_even_when_it_fails(monkeypatch):
-    import time
+    clock = {"now": 0.0}
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: clock["now"])
+    cost = {"peak_memory": 1.0, "parity_error": 4.0, "throughput": 0.5}
 
-    class SlowParity(FakeRun):
-        def parity_error(self) -> float:
-            time.sleep(0.05)
-            return super().parity_error()
+    class Costly(FakeRun):
+        def _probe(self, name: str, value: float) -> float:
+            clock["now"] += cost[name]
+            return super()._probe(name, value)
 
-    found = probes.measure(SlowParity(fail="parity_error"))
-    assert set(found["seconds"]) == {"peak_memory", "parity_error", "throughput"}
-    assert found["seconds"]["parity_error"] >= 0.05  # the sleep is inside its own entry
+    found = probes.measure(Costly(fail="parity_error"))
+    assert found["seconds"] == cost  # each its own, the failing one included
     assert "parity_error" in found["errors"]
+    recorded = []
+    monkeypatch.setattr(probes.clocks, "record", lambda *args: recorded.append(args))
+    found = probes.measure_recorded(KEY, Costly())
+    assert recorded[0][2] == "after probes" and recorded[0][4] == {"probe_s": cost}
 
 
 def _counting_prepares(monkeypatch) -> list[tuple]:
