@@ -822,9 +822,9 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     summary = results_store.summary(results_dir, [point], selected, machine=machine)
     reasons = results_store.skip_reasons(ROOT / "facts", [point["commit"]], machine)
     print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
-    from benchmarks.harness import clocks
+    from benchmarks.harness import clocks, facts
 
-    clock_file = ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.clocks.jsonl"
+    clock_file = facts.beside(ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.jsonl", "clocks")
     for line in clocks.summarise(clock_file, since=run_started):
         _log(f"GPU clocks: {line}")
     for line in clocks.where_time_went(clock_file, since=run_started):

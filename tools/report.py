@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.harness.facts import is_run_facts
 from tools import detect, ratios, triage
 from tools import results as results_store
 from tools import timeline as tl
@@ -485,7 +486,7 @@ def latest_facts(facts: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Host -> backend -> the newest facts line recorded for it."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for path in sorted(facts.glob("*/*.jsonl")) if facts.is_dir() else []:
-        if path.name.endswith(".skips.jsonl"):
+        if not is_run_facts(path):  # skip reasons and clock readings are kept beside them
             continue
         for line in path.read_text().splitlines():
             try:

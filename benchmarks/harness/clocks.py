@@ -164,7 +164,7 @@ def record(
 def _clocks_file() -> Path | None:
     """Beside the run facts: ``<commit>-<env>.clocks.jsonl`` (None outside asv)."""
     path = facts.facts_path()
-    return None if path is None else path.with_name(path.name.replace(".jsonl", ".clocks.jsonl"))
+    return None if path is None else facts.beside(path, "clocks")
 
 
 def now() -> str:

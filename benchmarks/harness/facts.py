@@ -51,10 +51,27 @@ def facts_path(root: Path | None = None) -> Path | None:
     return base / "facts" / settings.read("MTB_MACHINE") / f"{commit}-{env}.jsonl"
 
 
+# Files kept beside a run's facts, named ``<commit>-<env>.<kind>.jsonl``: skip reasons (here) and GPU
+# clock readings (harness/clocks.py).  Their lines are not run facts.
+SIDE_FILES = ("skips", "clocks")
+
+
+def beside(path: Path, kind: str) -> Path:
+    """The ``kind`` file kept beside the run facts at ``path``."""
+    if kind not in SIDE_FILES:
+        raise ValueError(f"unknown side file {kind!r}; known: {', '.join(SIDE_FILES)}")
+    return path.with_name(path.name.replace(".jsonl", f".{kind}.jsonl"))
+
+
+def is_run_facts(path: Path) -> bool:
+    """A file of run facts (one line per backend per run), not one kept beside it."""
+    return path.name.endswith(".jsonl") and not any(path.name.endswith(f".{k}.jsonl") for k in SIDE_FILES)
+
+
 def skips_path(root: Path | None = None) -> Path | None:
     """Where this asv run's skip reasons go (asv keeps them only in its console output)."""
     path = facts_path(root)
-    return None if path is None else path.with_name(path.name.replace(".jsonl", ".skips.jsonl"))
+    return None if path is None else beside(path, "skips")
 
 
 @contextlib.contextmanager

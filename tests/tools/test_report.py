@@ -281,3 +281,17 @@ def test_asvs_site_keeps_a_gpu_machine_with_other_parameters_beside_the_cpu_mach
 
 def _count(params: list[list[str]]) -> int:
     return len(list(itertools.product(*params)))
+
+
+def test_the_facts_page_lists_backends_from_run_facts_not_the_files_kept_beside_them(tmp_path):
+    from benchmarks.harness import facts
+
+    run_facts = tmp_path / "cuda-h200" / "e0ac29bf-existing.jsonl"
+    run_facts.parent.mkdir()
+    run_facts.write_text(json.dumps({"backend": "torch-cuda", "recorded_at": "2026-12-01T10:00:00"}) + "\n")
+    facts.beside(run_facts, "clocks").write_text(json.dumps({"benchmark": "GELU", "phase": "before"}) + "\n")
+    facts.beside(run_facts, "skips").write_text(json.dumps({"benchmark": "GELU", "reason": "r"}) + "\n")
+    listed = {host: list(backends) for host, backends in report.latest_facts(tmp_path).items()}
+    assert listed == {"cuda-h200": ["torch-cuda"]}
+    with pytest.raises(ValueError, match="unknown side file 'notes'"):
+        facts.beside(run_facts, "notes")
