@@ -15,6 +15,7 @@ Each timing is the median per-call time of three back-to-back batches of the sui
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -25,9 +26,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = "mlx-cpu"
@@ -147,9 +150,9 @@ def worker_env(version: Version) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "MTB_BACKENDS": BACKEND}
 
 
-def _start(version: Version, profile: str) -> subprocess.Popen:
+def _start(version: Version, profile: str, workers: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.screen", "--worker", profile],
+        [sys.executable, "-m", "tools.screen", "--worker", profile, str(workers)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=worker_env(version),
     )  # fmt: skip
 
@@ -197,7 +200,7 @@ def measure(
     versions: Sequence[Version], cases: Sequence[str], rounds: int, profile: str, log: Log
 ) -> dict[str, dict[str, list[float | None]]]:
     """case -> version label -> its time per call in each round (None: it failed on that version)."""
-    workers = {v.label: _start(v, profile) for v in versions}
+    workers = {v.label: _start(v, profile, len(versions)) for v in versions}
     try:
         for v in versions:
             found = _ask(workers[v.label], v.label, "version")
@@ -230,11 +233,36 @@ def measure(
         _stop(list(workers.values()))
 
 
-def worker(profile_name: str) -> None:
-    """One version: answers ``version`` with MLX's version, and ``Op|case`` with the time per call."""
+class PreparedCases:
+    """The cases a worker keeps prepared from one round to the next, within ``budget`` bytes (each
+    counted as the run counts what it needs): the least recently timed are released first and prepared
+    again when next asked, their inputs read back from the disk cache.  One case over the budget is
+    still held, alone."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._held: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def get(self, item: str, prepare: Callable[[], Any], need: int) -> Any:
+        if item not in self._held:
+            while self._held and sum(b for _, b in self._held.values()) + need > self.budget:
+                _, (oldest, _) = self._held.popitem(last=False)
+                oldest.release()
+            self._held[item] = (prepare(), need)
+        self._held.move_to_end(item)
+        return self._held[item][0]
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._held
+
+
+def worker(profile_name: str, workers: int = 1) -> None:
+    """One version: answers ``version`` with MLX's version, and ``Op|case`` with the time per call.
+    ``workers``: how many versions' workers share the host's memory."""
+    from benchmarks.harness.backends import host_available_bytes
     from benchmarks.harness.frameworks import mx
     from benchmarks.harness.profiles import get_profile
-    from benchmarks.harness.run import OpRun
+    from benchmarks.harness.run import ITEMSIZE, MEMORY_HEADROOM, OpRun
     from benchmarks.ops import all_specs
     from tools.fidelity import stream_per_call
 
@@ -248,17 +276,20 @@ def worker(profile_name: str) -> None:
 
     specs = {s.name: s for s in all_specs()}
     profile = get_profile(profile_name)
-    prepared: dict[str, OpRun] = {}
+    # half of the memory free at the start, shared among the workers
+    prepared = PreparedCases(host_available_bytes() // (2 * max(1, workers)))
     for line in sys.stdin:
         item = line.strip()
         if item == "version":
             reply({"version": mx.__version__, "file": mx.__file__})
             continue
         try:
-            if item not in prepared:
-                name, label = item.split("|", 1)
-                prepared[item] = OpRun.prepare(specs[name], label, DTYPE, BACKEND, profile)
-            run = prepared[item]
+            name, label = item.split("|", 1)
+            spec = specs[name]
+            case = spec.find_case(profile.name, label)[1]
+            need = int(spec.cost(case, ITEMSIZE[DTYPE]).bytes * MEMORY_HEADROOM)
+            prepare = functools.partial(OpRun.prepare, spec, label, DTYPE, BACKEND, profile)
+            run: OpRun = prepared.get(item, prepare, need)
             run.call()
             per_call = [stream_per_call(run.call, BATCH_SECONDS) for _ in range(BATCHES)]
             reply({"t": statistics.median(per_call)})
@@ -350,4 +381,4 @@ def format_screen(found: Sequence[Step], cases: int, labels: Sequence[str], thre
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    worker(sys.argv[2])
+    worker(sys.argv[2], int(sys.argv[3]))

@@ -175,3 +175,26 @@ def test_the_command_refuses_one_round():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode != 0 and "--rounds must be 2 or more" in run.stderr
+
+
+def test_a_worker_keeps_prepared_cases_within_its_memory_and_releases_the_least_recent():
+    released: list[str] = []
+    prepared: list[str] = []
+
+    class Run:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            prepared.append(name)
+
+        def release(self) -> None:
+            released.append(self.name)
+
+    cases = screen.PreparedCases(budget=100)
+    cases.get("a", lambda: Run("a"), 40)
+    cases.get("b", lambda: Run("b"), 40)
+    assert cases.get("a", lambda: Run("a again"), 40).name == "a"  # kept, and now the most recent
+    cases.get("c", lambda: Run("c"), 40)  # 120 > 100: the least recently timed goes
+    assert released == ["b"] and "a" in cases and "b" not in cases
+    cases.get("huge", lambda: Run("huge"), 500)  # over the budget: held alone
+    assert released == ["b", "a", "c"] and "huge" in cases
+    assert prepared == ["a", "b", "c", "huge"]
