@@ -824,7 +824,8 @@ def run_existing(machine: str, point: dict, backends_choice: str, profile: str, 
     print(results_store.format_summary(summary, [point["tag"]] if code == 1 else [], reasons))
     from benchmarks.harness import clocks, facts
 
-    clock_file = facts.beside(ROOT / "facts" / machine / f"{point['commit'][:8]}-existing.jsonl", "clocks")
+    run_facts = facts.facts_path(ROOT, machine=machine, commit=point["commit"], env="existing")
+    clock_file = facts.beside(run_facts, "clocks")
     for line in clocks.summarise(clock_file, since=run_started):
         _log(f"GPU clocks: {line}")
     for line in clocks.where_time_went(clock_file, since=run_started):

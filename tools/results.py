@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.harness.facts import side_files
+
 Log = Callable[[str], None]
 
 
@@ -341,7 +343,7 @@ def skip_reasons(facts_dir: Path, commits: list[str], machine: str | None = None
     wanted = {c[:8] for c in commits}
     seen: set[tuple[str, ...]] = set()
     counts: Counter[str] = Counter()
-    for path in sorted(facts_dir.glob(f"{machine or '*'}/*.skips.jsonl")) if facts_dir.is_dir() else []:
+    for path in side_files(facts_dir, "skips", machine or "*"):
         if path.name[:8] not in wanted:
             continue
         for line in path.read_text().splitlines():

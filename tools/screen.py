@@ -26,11 +26,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.harness.facts import host_available_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKEND = "mlx-cpu"
@@ -150,9 +151,9 @@ def worker_env(version: Version) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "MTB_BACKENDS": BACKEND}
 
 
-def _start(version: Version, profile: str, workers: int) -> subprocess.Popen:
+def _start(version: Version, profile: str, budget: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tools.screen", "--worker", profile, str(workers)],
+        [sys.executable, "-m", "tools.screen", "--worker", profile, str(budget)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=worker_env(version),
     )  # fmt: skip
 
@@ -200,7 +201,9 @@ def measure(
     versions: Sequence[Version], cases: Sequence[str], rounds: int, profile: str, log: Log
 ) -> dict[str, dict[str, list[float | None]]]:
     """case -> version label -> its time per call in each round (None: it failed on that version)."""
-    workers = {v.label: _start(v, profile, len(versions)) for v in versions}
+    # every version's worker keeps prepared cases within the same share of half the free memory
+    budget = host_available_bytes() // (2 * len(versions))
+    workers = {v.label: _start(v, profile, budget) for v in versions}
     try:
         for v in versions:
             found = _ask(workers[v.label], v.label, "version")
@@ -235,34 +238,50 @@ def measure(
 
 class PreparedCases:
     """The cases a worker keeps prepared from one round to the next, within ``budget`` bytes (each
-    counted as the run counts what it needs): the least recently timed are released first and prepared
-    again when next asked, their inputs read back from the disk cache.  One case over the budget is
-    still held, alone."""
+    counted as ``OpRun.prepare`` counts its need).  Every round asks for the cases in the same order, so
+    the first ones that fit are kept for the whole screen and any other is prepared for each use and
+    released after it (releasing the least recently used instead would miss on every ask of such a
+    scan).  A case that failed to prepare is not tried again."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self._held: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._held: dict[str, Any] = {}
+        self._held_bytes = 0
+        self._failed: dict[str, Exception] = {}
 
-    def get(self, item: str, prepare: Callable[[], Any], need: int) -> Any:
-        if item not in self._held:
-            while self._held and sum(b for _, b in self._held.values()) + need > self.budget:
-                _, (oldest, _) = self._held.popitem(last=False)
-                oldest.release()
-            self._held[item] = (prepare(), need)
-        self._held.move_to_end(item)
-        return self._held[item][0]
+    @contextlib.contextmanager
+    def using(self, item: str, prepare: Callable[[], Any], need: int) -> Iterator[Any]:
+        if item in self._failed:
+            raise self._failed[item]
+        if item in self._held:
+            yield self._held[item]
+            return
+        try:
+            run = prepare()
+        except Exception as exc:
+            self._failed[item] = exc
+            raise
+        if self._held_bytes + need <= self.budget:
+            self._held[item] = run
+            self._held_bytes += need
+            yield run
+            return
+        try:
+            yield run
+        finally:
+            run.release()
+            del run
 
     def __contains__(self, item: str) -> bool:
         return item in self._held
 
 
-def worker(profile_name: str, workers: int = 1) -> None:
-    """One version: answers ``version`` with MLX's version, and ``Op|case`` with the time per call.
-    ``workers``: how many versions' workers share the host's memory."""
-    from benchmarks.harness.backends import host_available_bytes
+def worker(profile_name: str, budget: int) -> None:
+    """One version: answers ``version`` with MLX's version, and ``Op|case`` with the time per call,
+    keeping prepared cases within ``budget`` bytes."""
     from benchmarks.harness.frameworks import mx
     from benchmarks.harness.profiles import get_profile
-    from benchmarks.harness.run import ITEMSIZE, MEMORY_HEADROOM, OpRun
+    from benchmarks.harness.run import OpRun, memory_need
     from benchmarks.ops import all_specs
     from tools.fidelity import stream_per_call
 
@@ -276,8 +295,7 @@ def worker(profile_name: str, workers: int = 1) -> None:
 
     specs = {s.name: s for s in all_specs()}
     profile = get_profile(profile_name)
-    # half of the memory free at the start, shared among the workers
-    prepared = PreparedCases(host_available_bytes() // (2 * max(1, workers)))
+    prepared = PreparedCases(budget)
     for line in sys.stdin:
         item = line.strip()
         if item == "version":
@@ -286,12 +304,12 @@ def worker(profile_name: str, workers: int = 1) -> None:
         try:
             name, label = item.split("|", 1)
             spec = specs[name]
-            case = spec.find_case(profile.name, label)[1]
-            need = int(spec.cost(case, ITEMSIZE[DTYPE]).bytes * MEMORY_HEADROOM)
+            need = memory_need(spec, spec.find_case(profile.name, label)[1], DTYPE)
             prepare = functools.partial(OpRun.prepare, spec, label, DTYPE, BACKEND, profile)
-            run: OpRun = prepared.get(item, prepare, need)
-            run.call()
-            per_call = [stream_per_call(run.call, BATCH_SECONDS) for _ in range(BATCHES)]
+            with prepared.using(item, prepare, need) as run:
+                run.call()
+                per_call = [stream_per_call(run.call, BATCH_SECONDS) for _ in range(BATCHES)]
+                del run
             reply({"t": statistics.median(per_call)})
         except Exception as exc:  # a case this version cannot run is reported, not fatal
             reply({"t": None, "error": f"{type(exc).__name__}: {exc}"[:300]})
@@ -381,4 +399,4 @@ def format_screen(found: Sequence[Step], cases: int, labels: Sequence[str], thre
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
-    worker(sys.argv[2], int(sys.argv[3]))
+    worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else host_available_bytes() // 2)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.harness import frameworks, settings
+from benchmarks.harness.facts import host_available_bytes
 from benchmarks.harness.frameworks import mx, torch
 from benchmarks.harness.settings import BACKEND_NAMES
 
@@ -53,17 +54,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a framework's allocation failure (a run too large for the device)."""
     text = str(exc).lower()
     return isinstance(exc, MemoryError) or any(words in text for words in _OUT_OF_MEMORY_WORDS)
-
-
-def host_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class HostPeakMemory:

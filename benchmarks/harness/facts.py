@@ -17,10 +17,12 @@ import os
 import platform
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.harness import settings
-from benchmarks.harness.backends import Backend
+
+if TYPE_CHECKING:  # backends loads the frameworks: the tools read facts files without them
+    from benchmarks.harness.backends import Backend
 
 
 def collect(backend: Backend) -> dict[str, Any]:
@@ -40,15 +42,30 @@ def collect(backend: Backend) -> dict[str, Any]:
     }
 
 
-def facts_path(root: Path | None = None) -> Path | None:
-    """Where this asv run's facts go; None outside asv (no ASV_CONF_DIR)."""
+def host_available_bytes() -> int:
+    """Memory the host can give without swapping (``MemAvailable``), else all of it."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def facts_path(
+    root: Path | None = None, machine: str | None = None, commit: str | None = None, env: str | None = None
+) -> Path | None:
+    """Where an asv run's facts go: ``<root>/facts/<machine>/<commit>-<env>.jsonl``, each part this run's
+    (asv's environment, ``MTB_MACHINE``) unless given; None outside asv with no ``root``."""
     conf_dir = os.environ.get("ASV_CONF_DIR")
     if root is None and conf_dir is None:
         return None
     base = root if root is not None else Path(conf_dir)  # type: ignore[arg-type]
-    commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
-    env = os.environ.get("ASV_ENV_NAME") or "unknown-env"
-    return base / "facts" / settings.read("MTB_MACHINE") / f"{commit}-{env}.jsonl"
+    commit = (commit or os.environ.get("ASV_COMMIT") or "unknown")[:8]
+    env = env or os.environ.get("ASV_ENV_NAME") or "unknown-env"
+    return base / "facts" / (machine or settings.read("MTB_MACHINE")) / f"{commit}-{env}.jsonl"
 
 
 # Files kept beside a run's facts, named ``<commit>-<env>.<kind>.jsonl``: skip reasons (here) and GPU
@@ -61,6 +78,13 @@ def beside(path: Path, kind: str) -> Path:
     if kind not in SIDE_FILES:
         raise ValueError(f"unknown side file {kind!r}; known: {', '.join(SIDE_FILES)}")
     return path.with_name(path.name.replace(".jsonl", f".{kind}.jsonl"))
+
+
+def side_files(folder: Path, kind: str, machine: str = "*") -> list[Path]:
+    """Every ``kind`` file kept beside run facts under ``folder`` (``facts/``), for one machine or all."""
+    if kind not in SIDE_FILES:
+        raise ValueError(f"unknown side file {kind!r}; known: {', '.join(SIDE_FILES)}")
+    return sorted(folder.glob(f"{machine}/*.{kind}.jsonl")) if folder.is_dir() else []
 
 
 def is_run_facts(path: Path) -> bool:

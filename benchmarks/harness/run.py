@@ -38,6 +38,11 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "tf32": 4}
 TF32 = "tf32"
 
 
+def memory_need(spec: OpSpec, case: Case, dtype: str) -> int:
+    """Bytes a prepared run of ``case`` in ``dtype`` may hold: its inputs and outputs with headroom."""
+    return int(spec.cost(case, ITEMSIZE[dtype]).bytes * MEMORY_HEADROOM)
+
+
 def storage_dtype(dtype: str) -> str:
     return "float32" if dtype == TF32 else dtype
 
@@ -166,8 +171,7 @@ class OpRun:
         skip = compiled_skip_reason(profile, spec.name, index, dtype) if backend.compiled else None
         if skip:
             raise NotImplementedError(f"{backend.name}: {skip}")
-        cost = spec.cost(case, ITEMSIZE[dtype])
-        need = cost.bytes * MEMORY_HEADROOM
+        need = memory_need(spec, case, dtype)
         have = backend.available_bytes()
         if need > have:
             raise NotImplementedError(

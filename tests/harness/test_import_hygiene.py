@@ -121,3 +121,18 @@ def test_the_probe_would_see_tensor_work():
         [sys.executable, "-c", leaky], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
     )
     assert json.loads(out.stdout.strip().splitlines()[-1])["torch_calls"]
+
+
+def test_the_command_line_loads_no_framework_and_leaves_its_environment_alone():
+    """``mtb``'s own process starts asv and other MLX builds' processes with its environment: the
+    frameworks' import-time settings (kernel cache folder, compiler workers) must not leak into it."""
+    probe = (
+        "import json, os, sys; before = dict(os.environ); import tools.mtb; "
+        "print(json.dumps({'loaded': [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules], "
+        "'set': sorted(k for k in os.environ if os.environ.get(k) != before.get(k))}))"
+    )
+    settings = ("MTB_", "MLX_", "TORCHINDUCTOR_", "PYTORCH_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings)}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"loaded": [], "set": []}

@@ -284,13 +284,17 @@ def _count(params: list[list[str]]) -> int:
 
 
 def test_the_facts_page_lists_backends_from_run_facts_not_the_files_kept_beside_them(tmp_path):
+    # the side files' names, written out: the readers and writers of facts/ all go through beside()
     from benchmarks.harness import facts
 
     run_facts = tmp_path / "cuda-h200" / "e0ac29bf-existing.jsonl"
     run_facts.parent.mkdir()
     run_facts.write_text(json.dumps({"backend": "torch-cuda", "recorded_at": "2026-12-01T10:00:00"}) + "\n")
-    facts.beside(run_facts, "clocks").write_text(json.dumps({"benchmark": "GELU", "phase": "before"}) + "\n")
-    facts.beside(run_facts, "skips").write_text(json.dumps({"benchmark": "GELU", "reason": "r"}) + "\n")
+    clocks, skips = (run_facts.with_name(f"e0ac29bf-existing.{kind}.jsonl") for kind in ("clocks", "skips"))
+    assert (facts.beside(run_facts, "clocks"), facts.beside(run_facts, "skips")) == (clocks, skips)
+    clocks.write_text(json.dumps({"benchmark": "GELU", "phase": "before"}) + "\n")
+    skips.write_text(json.dumps({"benchmark": "GELU", "reason": "r"}) + "\n")
+    assert facts.side_files(tmp_path, "skips") == [skips] == facts.side_files(tmp_path, "skips", "cuda-h200")
     listed = {host: list(backends) for host, backends in report.latest_facts(tmp_path).items()}
     assert listed == {"cuda-h200": ["torch-cuda"]}
     with pytest.raises(ValueError, match="unknown side file 'notes'"):

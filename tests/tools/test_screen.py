@@ -177,7 +177,7 @@ def test_the_command_refuses_one_round():
     assert run.returncode != 0 and "--rounds must be 2 or more" in run.stderr
 
 
-def test_a_worker_keeps_prepared_cases_within_its_memory_and_releases_the_least_recent():
+def test_a_worker_keeps_the_first_cases_that_fit_and_prepares_the_others_for_each_use():
     released: list[str] = []
     prepared: list[str] = []
 
@@ -189,12 +189,19 @@ def test_a_worker_keeps_prepared_cases_within_its_memory_and_releases_the_least_
         def release(self) -> None:
             released.append(self.name)
 
+    def broken() -> Run:
+        prepared.append("broken")
+        raise MemoryError("no room")
+
     cases = screen.PreparedCases(budget=100)
-    cases.get("a", lambda: Run("a"), 40)
-    cases.get("b", lambda: Run("b"), 40)
-    assert cases.get("a", lambda: Run("a again"), 40).name == "a"  # kept, and now the most recent
-    cases.get("c", lambda: Run("c"), 40)  # 120 > 100: the least recently timed goes
-    assert released == ["b"] and "a" in cases and "b" not in cases
-    cases.get("huge", lambda: Run("huge"), 500)  # over the budget: held alone
-    assert released == ["b", "a", "c"] and "huge" in cases
-    assert prepared == ["a", "b", "c", "huge"]
+    for _ in range(3):  # every round asks in the same order
+        for name, need in (("a", 40), ("b", 40), ("c", 40), ("d", 20)):
+            with cases.using(name, lambda name=name: Run(name), need) as run:
+                assert run.name == name
+        with pytest.raises(MemoryError), cases.using("x", broken, 10):
+            pass
+    # a and b fit and are kept; c would pass the budget, so it is prepared for each use and released
+    # after it; d fits beside a and b; the broken case is tried once
+    assert prepared == ["a", "b", "c", "d", "broken", "c", "c"]
+    assert released == ["c", "c", "c"]
+    assert "a" in cases and "d" in cases and "c" not in cases and "x" not in cases
