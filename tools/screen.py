@@ -253,24 +253,23 @@ class PreparedCases:
     def using(self, item: str, prepare: Callable[[], Any], need: int) -> Iterator[Any]:
         if item in self._failed:
             raise self._failed[item]
+        run = self._held.get(item)
+        if run is None:
+            try:
+                run = prepare()
+            except Exception as exc:
+                self._failed[item] = exc
+                raise
+            if self._held_bytes + need <= self.budget:
+                self._held[item] = run
+                self._held_bytes += need
         if item in self._held:
-            yield self._held[item]
-            return
-        try:
-            run = prepare()
-        except Exception as exc:
-            self._failed[item] = exc
-            raise
-        if self._held_bytes + need <= self.budget:
-            self._held[item] = run
-            self._held_bytes += need
             yield run
             return
         try:
             yield run
         finally:
             run.release()
-            del run
 
     def __contains__(self, item: str) -> bool:
         return item in self._held

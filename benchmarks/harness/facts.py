@@ -73,23 +73,26 @@ def facts_path(
 SIDE_FILES = ("skips", "clocks")
 
 
-def beside(path: Path, kind: str) -> Path:
-    """The ``kind`` file kept beside the run facts at ``path``."""
+def _suffix(kind: str) -> str:
+    """The end of a ``kind`` side file's name."""
     if kind not in SIDE_FILES:
         raise ValueError(f"unknown side file {kind!r}; known: {', '.join(SIDE_FILES)}")
-    return path.with_name(path.name.replace(".jsonl", f".{kind}.jsonl"))
+    return f".{kind}.jsonl"
+
+
+def beside(path: Path, kind: str) -> Path:
+    """The ``kind`` file kept beside the run facts at ``path``."""
+    return path.with_name(path.name.replace(".jsonl", _suffix(kind)))
 
 
 def side_files(folder: Path, kind: str, machine: str = "*") -> list[Path]:
     """Every ``kind`` file kept beside run facts under ``folder`` (``facts/``), for one machine or all."""
-    if kind not in SIDE_FILES:
-        raise ValueError(f"unknown side file {kind!r}; known: {', '.join(SIDE_FILES)}")
-    return sorted(folder.glob(f"{machine}/*.{kind}.jsonl")) if folder.is_dir() else []
+    return sorted(folder.glob(f"{machine}/*{_suffix(kind)}")) if folder.is_dir() else []
 
 
 def is_run_facts(path: Path) -> bool:
     """A file of run facts (one line per backend per run), not one kept beside it."""
-    return path.name.endswith(".jsonl") and not any(path.name.endswith(f".{k}.jsonl") for k in SIDE_FILES)
+    return path.name.endswith(".jsonl") and not path.name.endswith(tuple(map(_suffix, SIDE_FILES)))
 
 
 def skips_path(root: Path | None = None) -> Path | None:
