@@ -42,11 +42,15 @@ SUFFIX = ".npy"
 # this one its (checkouts and tests of different versions share the cache folder).
 FILE_FORMAT = "count-then-arrays-1"
 
-# The cache removes its least recently used files (by modification time, which every read renews) to
-# stay within MTB_INPUT_CACHE_GB and to leave a fraction of its disk free (settings.py).  The full
-# profile's inputs and references add up to about 74 GB (from the ops' byte counts), the largest op's
-# (SDPA, read by its four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU
-# host's 64 GB of free disk, and the runs after it failed.
+# The cache removes files (last use is the modification time, which every read renews) to stay within
+# MTB_INPUT_CACHE_GB and to leave a fraction of its disk free (settings.py).  The full profile's inputs
+# and references add up to about 74 GB (from the ops' byte counts), the largest op's (SDPA, read by its
+# four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU host's 64 GB of free
+# disk, and the runs after it failed.  So a full run cannot keep everything, and it reads the cache in
+# the same order every time: removing the least recently used file would remove each one just before
+# the next run needs it, and every run would draw everything again.  The files of the op being
+# measured (its name starts theirs) are kept while any other can go; among the others the most
+# recently used goes first, as the next run needs it last, so a stable part of the run stays cached.
 # A temporary file no writer has touched for this long was left by a killed process.
 STALE_PARTIAL_SECONDS = 3600.0
 
@@ -134,7 +138,7 @@ def _store_one(path: Path, array: np.ndarray) -> None:
 
 
 def touch(path: Path) -> None:
-    """Mark a cached file as just used (the cache removes the least recently used first)."""
+    """Mark a cached file as just used (its last use decides when the cache removes it)."""
     with contextlib.suppress(OSError):
         os.utime(path)
 
@@ -146,10 +150,17 @@ def _is_cache_file(name: str) -> bool:
     )
 
 
-def make_room(folder: Path, incoming: int) -> bool:
-    """Remove the least recently used files of the cache ``folder`` until ``incoming`` more bytes keep
-    it within MTB_INPUT_CACHE_GB and leave ``settings.INPUT_CACHE_FREE_FRACTION`` of its disk free.
-    Nothing is removed when even that would not make room (False)."""
+def owner(name: str) -> str:
+    """Whose a cache file is: the op (or ``weights``) its name starts with."""
+    return name.split("-", 1)[0]
+
+
+def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
+    """Remove files of the cache ``folder`` until ``incoming`` more bytes keep it within
+    MTB_INPUT_CACHE_GB and leave ``settings.INPUT_CACHE_FREE_FRACTION`` of its disk free: first the
+    files of others than ``keep`` (the op being measured), the most recently used first, then its own,
+    the least recently used first (the module's note says why).  Nothing is removed when even that
+    would not make room (False)."""
     limit = settings.read("MTB_INPUT_CACHE_GB") * 1e9
     try:
         disk = shutil.disk_usage(folder)
@@ -158,7 +169,7 @@ def make_room(folder: Path, incoming: int) -> bool:
         return False
     now = time.time()
     held = 0
-    removable = []  # (last use, bytes, path)
+    removable = []  # (removal order, bytes, path)
     for entry in entries:
         try:
             if not (_is_cache_file(entry.name) and entry.is_file()):
@@ -167,9 +178,13 @@ def make_room(folder: Path, incoming: int) -> bool:
         except OSError:  # removed by another process since the listing
             continue
         held += info.st_size
-        writing = entry.name.endswith(".partial") and now - info.st_mtime < STALE_PARTIAL_SECONDS
-        if not writing:
-            removable.append((info.st_mtime, info.st_size, Path(entry.path)))
+        age = now - info.st_mtime
+        if entry.name.endswith(".partial"):
+            if age >= STALE_PARTIAL_SECONDS:  # left by a killed writer: removed before any kept file
+                removable.append(((False, False, 0.0), info.st_size, Path(entry.path)))
+        else:
+            mine = keep is not None and owner(entry.name) == keep
+            removable.append(((True, mine, -age if mine else age), info.st_size, Path(entry.path)))
     # A removed file that another process still has open or mapped frees its blocks only when that
     # process lets go, so ``free`` may run ahead of the disk here; the free fraction absorbs it.
     free, keep_free = disk.free, disk.total * settings.INPUT_CACHE_FREE_FRACTION
@@ -180,7 +195,7 @@ def make_room(folder: Path, incoming: int) -> bool:
     reclaimable = sum(size for _, size, _ in removable)
     if not fits(held - reclaimable, free + reclaimable):
         return False
-    for _, size, path in sorted(removable):
+    for _, size, path in sorted(removable, key=lambda item: item[0]):
         if fits(held, free):
             break
         with contextlib.suppress(OSError):
@@ -197,7 +212,7 @@ def store_atomically(path: Path, write: Callable[[Any], None], size: int) -> Non
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not make_room(path.parent, size):
+        if not make_room(path.parent, size, keep=owner(path.name)):
             return
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".partial", delete=False) as handle:
             temporary = handle.name

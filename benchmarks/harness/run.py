@@ -116,7 +116,7 @@ def draw_ahead(spec: OpSpec, profile: Profile, case_labels: Sequence[str]) -> in
         return 0
     with contextlib.suppress(OSError):
         Path(folder).mkdir(parents=True, exist_ok=True)
-    if not op_inputs.make_room(Path(folder), int(stored)):
+    if not op_inputs.make_room(Path(folder), int(stored), keep=spec.name):
         return 0
 
     def draw(entry: tuple[Case, str]) -> bool:

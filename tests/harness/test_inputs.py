@@ -119,7 +119,7 @@ def _aged(path, seconds_ago: float) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def test_the_least_recently_used_files_make_room_within_the_size_limit(tmp_path, monkeypatch):
+def test_files_in_use_make_room_least_recently_used_first_within_the_size_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
     maker = _counting_maker([])
     for name, age in (("oldest", 300), ("older", 200), ("used", 100)):
@@ -135,6 +135,51 @@ def test_the_least_recently_used_files_make_room_within_the_size_limit(tmp_path,
     kept = {p.name for p in tmp_path.glob("*.npy")}
     assert inputs.inputs_path("Op", "older", "float32", 1, maker).name not in kept
     assert {used.name, oldest.name, inputs.inputs_path("Op", "new", "float32", 1, maker).name} <= kept
+    assert len(kept) == 3
+
+
+def test_runs_that_read_more_than_the_cache_holds_in_one_order_keep_part_of_it_between_runs(
+    tmp_path, monkeypatch
+):
+    import os
+
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    calls: list[int] = []
+    maker = _counting_maker(calls)
+    ops = ["Abs", "Ceil", "Exp", "Floor", "Log"]  # one case each, read in this order by every run
+    probe = inputs.inputs_path("Probe", "c", "float32", 1, maker)
+    inputs.cached("Probe", "c", "float32", 1, maker, maker)
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(3.5 * probe.stat().st_size / 1e9))  # three of five
+    probe.unlink()
+
+    def run() -> int:
+        before = len(calls)
+        for op in ops:
+            inputs.cached(op, "c", "float32", 1, maker, maker)
+            for path in tmp_path.glob("*.npy"):  # a second passes between ops (mtimes keep the order)
+                stamp = path.stat().st_mtime - 1.0
+                os.utime(path, (stamp, stamp))
+        return len(calls) - before
+
+    assert run() == 5
+    # removing the least recently used would remove each file just before it is asked for: 5 draws a
+    # run; at best a run draws the 2 that do not fit
+    assert all(run() <= 3 for _ in range(4))
+
+
+def test_the_files_of_the_op_being_measured_stay_while_others_can_go(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
+    maker = _counting_maker([])
+    for op, case, age in (("Other", "old", 300), ("Mine", "oldest", 400), ("Other", "recent", 100)):
+        inputs.cached(op, case, "float32", 1, maker, maker)
+        _aged(inputs.inputs_path(op, case, "float32", 1, maker), age)
+    size = inputs.inputs_path("Mine", "oldest", "float32", 1, maker).stat().st_size
+    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(3.5 * size / 1e9))
+    inputs.cached("Mine", "new", "float32", 1, maker, maker)
+    kept = {p.name for p in tmp_path.glob("*.npy")}
+    # the other op's most recently used file goes; the measured op's oldest file stays
+    assert inputs.inputs_path("Other", "recent", "float32", 1, maker).name not in kept
+    assert inputs.inputs_path("Mine", "oldest", "float32", 1, maker).name in kept
     assert len(kept) == 3
 
 

@@ -58,8 +58,17 @@ def test_a_classs_inputs_are_drawn_ahead_together_as_each_case_would_draw_them(t
     profile = get_profile("quick")
     labels = [case.label for case in SOFTMAX.quick]
     dtypes = profile.stored_dtypes(SOFTMAX.low_precision)
+    keeping: list[str | None] = []  # whose files each making of room keeps
+    make_room = inputs.make_room
+
+    def recorded(folder, size, keep=None):
+        keeping.append(keep)
+        return make_room(folder, size, keep)
+
+    monkeypatch.setattr(inputs, "make_room", recorded)
     assert run.draw_ahead(SOFTMAX, profile, [*labels, labels[0]]) == len(labels)
     assert len(list(tmp_path.glob("*.npy"))) == len(labels) * len(dtypes) > len(labels)
+    assert keeping and set(keeping) == {SOFTMAX.name}  # the class's own files stay while it draws
     for case in SOFTMAX.quick:
         for dtype in dtypes:
             kept = run._inputs_file(SOFTMAX, case, dtype)
