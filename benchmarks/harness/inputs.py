@@ -48,11 +48,20 @@ FILE_FORMAT = "count-then-arrays-1"
 # four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU host's 64 GB of free
 # disk, and the runs after it failed.  So a full run cannot keep everything, and it reads the cache in
 # the same order every time: removing the least recently used file would remove each one just before
-# the next run needs it, and every run would draw everything again.  The files of the op being
-# measured (its name starts theirs) are kept while any other can go; among the others the most
-# recently used goes first, as the next run needs it last, so a stable part of the run stays cached.
+# the next run needs it, and every run would draw everything again.  So, of the files a run still
+# reads, the most recently used goes first (the next run needs it last), and each run draws only part
+# again.  The order of removal (``_removal_order``): temporary files left by killed writers; files no
+# one has read for ABANDONED_SECONDS (an edited maker, reference or format, the other profile, older
+# weights), the oldest first; other ops' files, the most recently used first, except those read in the
+# last IN_USE_SECONDS (another process may be reading them, and a mapped file's blocks are freed only
+# when its reader lets go), which go after them, the oldest first; last, the files of the op being
+# measured (its name starts theirs), the oldest first.
 # A temporary file no writer has touched for this long was left by a killed process.
 STALE_PARTIAL_SECONDS = 3600.0
+# A cache file no run has read for this long is taken as abandoned (runs are nightly or more often).
+ABANDONED_SECONDS = 3 * 86400.0
+# Another op's file read this recently may be in another process's hands.
+IN_USE_SECONDS = 600.0
 
 
 @functools.cache
@@ -151,16 +160,15 @@ def _is_cache_file(name: str) -> bool:
 
 
 def owner(name: str) -> str:
-    """Whose a cache file is: the op (or ``weights``) its name starts with."""
+    """Whose a cache file is: the op its name starts with (``weights`` for every model's weights)."""
     return name.split("-", 1)[0]
 
 
 def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
     """Remove files of the cache ``folder`` until ``incoming`` more bytes keep it within
-    MTB_INPUT_CACHE_GB and leave ``settings.INPUT_CACHE_FREE_FRACTION`` of its disk free: first the
-    files of others than ``keep`` (the op being measured), the most recently used first, then its own,
-    the least recently used first (the module's note says why).  Nothing is removed when even that
-    would not make room (False)."""
+    MTB_INPUT_CACHE_GB and leave ``settings.INPUT_CACHE_FREE_FRACTION`` of its disk free, in the order
+    the module's note gives (``keep``: the op being measured, whose files go last).  Nothing is removed
+    when even that would not make room (False)."""
     limit = settings.read("MTB_INPUT_CACHE_GB") * 1e9
     try:
         disk = shutil.disk_usage(folder)
@@ -180,13 +188,14 @@ def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
         held += info.st_size
         age = now - info.st_mtime
         if entry.name.endswith(".partial"):
-            if age >= STALE_PARTIAL_SECONDS:  # left by a killed writer: removed before any kept file
-                removable.append(((False, False, 0.0), info.st_size, Path(entry.path)))
+            if age >= STALE_PARTIAL_SECONDS:  # left by a killed writer
+                removable.append(((0, 0.0), info.st_size, Path(entry.path)))
         else:
             mine = keep is not None and owner(entry.name) == keep
-            removable.append(((True, mine, -age if mine else age), info.st_size, Path(entry.path)))
+            removable.append((_removal_order(age, mine), info.st_size, Path(entry.path)))
     # A removed file that another process still has open or mapped frees its blocks only when that
-    # process lets go, so ``free`` may run ahead of the disk here; the free fraction absorbs it.
+    # process lets go, so ``free`` may run ahead of the disk here; files read recently go late for that
+    # reason, and the free fraction absorbs the rest.
     free, keep_free = disk.free, disk.total * settings.INPUT_CACHE_FREE_FRACTION
 
     def fits(held: float, free: float) -> bool:
@@ -202,6 +211,17 @@ def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
             path.unlink()
             held, free = held - size, free + size
     return fits(held, free)
+
+
+def _removal_order(age: float, mine: bool) -> tuple[int, float]:
+    """Sort key of a kept file last read ``age`` seconds ago (``mine``: of the op being measured)."""
+    if mine:
+        return (4, -age)
+    if age >= ABANDONED_SECONDS:
+        return (1, -age)
+    if age >= IN_USE_SECONDS:
+        return (2, age)
+    return (3, -age)
 
 
 def store_atomically(path: Path, write: Callable[[Any], None], size: int) -> None:

@@ -196,9 +196,9 @@ def _declare() -> dict[str, Setting]:
         ),
         Setting(
             "MTB_INPUT_CACHE_GB", "24",
-            f"most the input cache holds, in GB: the measured op's files stay, and of the others' the "
-            f"most recently used go first, as runs read them in one order ({INPUT_CACHE_FREE_FRACTION:.0%} "
-            f"of its disk is kept free)",
+            f"most the input cache holds, in GB: files unread for days go first, then other ops' most "
+            f"recently used, as runs read them in one order ({INPUT_CACHE_FREE_FRACTION:.0%} of its disk "
+            f"is kept free)",
             _positive_number("MTB_INPUT_CACHE_GB", "gigabytes"),
         ),
         Setting(

@@ -156,8 +156,8 @@ def test_runs_that_read_more_than_the_cache_holds_in_one_order_keep_part_of_it_b
         before = len(calls)
         for op in ops:
             inputs.cached(op, "c", "float32", 1, maker, maker)
-            for path in tmp_path.glob("*.npy"):  # a second passes between ops (mtimes keep the order)
-                stamp = path.stat().st_mtime - 1.0
+            for path in tmp_path.glob("*.npy"):  # the next op comes later: no file is still being read
+                stamp = path.stat().st_mtime - 2 * inputs.IN_USE_SECONDS
                 os.utime(path, (stamp, stamp))
         return len(calls) - before
 
@@ -167,20 +167,47 @@ def test_runs_that_read_more_than_the_cache_holds_in_one_order_keep_part_of_it_b
     assert all(run() <= 3 for _ in range(4))
 
 
-def test_the_files_of_the_op_being_measured_stay_while_others_can_go(tmp_path, monkeypatch):
+def test_the_cache_removes_files_in_its_order(tmp_path, monkeypatch):
+    import os
+    import time
+
     monkeypatch.setenv("MTB_INPUT_CACHE", str(tmp_path))
-    maker = _counting_maker([])
-    for op, case, age in (("Other", "old", 300), ("Mine", "oldest", 400), ("Other", "recent", 100)):
-        inputs.cached(op, case, "float32", 1, maker, maker)
-        _aged(inputs.inputs_path(op, case, "float32", 1, maker), age)
-    size = inputs.inputs_path("Mine", "oldest", "float32", 1, maker).stat().st_size
-    monkeypatch.setenv("MTB_INPUT_CACHE_GB", str(3.5 * size / 1e9))
-    inputs.cached("Mine", "new", "float32", 1, maker, maker)
-    kept = {p.name for p in tmp_path.glob("*.npy")}
-    # the other op's most recently used file goes; the measured op's oldest file stays
-    assert inputs.inputs_path("Other", "recent", "float32", 1, maker).name not in kept
-    assert inputs.inputs_path("Mine", "oldest", "float32", 1, maker).name in kept
-    assert len(kept) == 3
+    hour, day = 3600.0, 86400.0
+    # in the order they must go: a killed writer's file, one no run read for days, other ops' files
+    # the most recently used first, other ops' files read in the last minutes the oldest first, then
+    # the measured op's own, the oldest first
+    files = [
+        ("tmp1x2y3z.partial", 2 * hour),
+        ("Exp-abandoned.npy", 4 * day),
+        ("Exp-a-reference-b.npy", 2 * hour),
+        ("weights-Bert-c.pt", 3 * hour),
+        ("Sum-d.npy", 120.0),
+        ("SumAll-e.npy", 60.0),
+        ("Softmax-f.npy", 5 * hour),
+        ("Softmax-g-reference-h.npy", 30.0),
+    ]
+    size = 1000
+    for removed in range(1, len(files) + 1):
+        for name, age in files:
+            path = tmp_path / name
+            path.write_bytes(b"x" * size)
+            stamp = time.time() - age
+            os.utime(path, (stamp, stamp))
+        # room for the incoming file once ``removed`` files are gone, not before
+        monkeypatch.setenv("MTB_INPUT_CACHE_GB", str((len(files) - removed + 1.5) * size / 1e9))
+        assert inputs.make_room(tmp_path, size, keep="Softmax")
+        left = {path.name for path in tmp_path.iterdir()}
+        assert left == {name for name, _ in files[removed:]}, removed
+
+
+def test_a_cache_files_owner_is_the_op_its_name_starts_with():
+    from benchmarks.ops import all_specs
+
+    assert inputs.owner("Softmax-0123-reference-4567.npy") == "Softmax"
+    assert inputs.owner("SumAll-89ab.npy") == "SumAll"
+    assert inputs.owner("weights-BertModel-cdef.pt") == "weights"
+    names = [spec.name for spec in all_specs()]
+    assert names and not [name for name in names if "-" in name]  # a hyphen would split an op's name
 
 
 def test_a_file_that_cannot_fit_is_not_kept_but_the_run_gets_its_inputs(tmp_path, monkeypatch):
