@@ -48,7 +48,7 @@ FILE_FORMAT = "count-then-arrays-1"
 # four backends in turn) to about 17 GB; unbounded, a full run filled a lent GPU host's 64 GB of free
 # disk, and the runs after it failed.  So a full run cannot keep everything, and it reads the cache in
 # the same order every time: removing the least recently used file would remove each one just before
-# the next run needs it, and every run would draw everything again.  So, of the files a run still
+# the next run needs it, and every run would draw everything again.  Instead, of the files a run still
 # reads, the most recently used goes first (the next run needs it last), and each run draws only part
 # again.  The order of removal (``_removal_order``): temporary files left by killed writers; files no
 # one has read for ABANDONED_SECONDS (an edited maker, reference or format, the other profile, older
@@ -186,13 +186,9 @@ def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
         except OSError:  # removed by another process since the listing
             continue
         held += info.st_size
-        age = now - info.st_mtime
-        if entry.name.endswith(".partial"):
-            if age >= STALE_PARTIAL_SECONDS:  # left by a killed writer
-                removable.append(((0, 0.0), info.st_size, Path(entry.path)))
-        else:
-            mine = keep is not None and owner(entry.name) == keep
-            removable.append((_removal_order(age, mine), info.st_size, Path(entry.path)))
+        order = _removal_order(entry.name, now - info.st_mtime, keep)
+        if order is not None:
+            removable.append((order, info.st_size, Path(entry.path)))
     # A removed file that another process still has open or mapped frees its blocks only when that
     # process lets go, so ``free`` may run ahead of the disk here; files read recently go late for that
     # reason, and the free fraction absorbs the rest.
@@ -213,9 +209,12 @@ def make_room(folder: Path, incoming: int, keep: str | None = None) -> bool:
     return fits(held, free)
 
 
-def _removal_order(age: float, mine: bool) -> tuple[int, float]:
-    """Sort key of a kept file last read ``age`` seconds ago (``mine``: of the op being measured)."""
-    if mine:
+def _removal_order(name: str, age: float, keep: str | None) -> tuple[int, float] | None:
+    """Sort key of the cache file ``name`` last written or read ``age`` seconds ago, ``keep`` being the
+    op measured (the module's note gives the order); None for a temporary file still being written."""
+    if name.endswith(".partial"):
+        return (0, 0.0) if age >= STALE_PARTIAL_SECONDS else None
+    if keep is not None and owner(name) == keep:
         return (4, -age)
     if age >= ABANDONED_SECONDS:
         return (1, -age)
